@@ -1,0 +1,115 @@
+"""The algorithm registry: each algorithm is one row, (inner rule) x (meta-gradient strategy)
+x (first or second order) x (which parameters adapt), never a copy of the training code.
+
+>>> learner = make_learner("maml", model, "mse", inner_lr=0.01, inner_steps=1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from mamlviz.errors import check_range
+from mamlviz.functional import make_loss
+from mamlviz.learner import Learner, Strategy
+from mamlviz.metagrad import reptile, unrolled
+from mamlviz.rules import SGD, Adam, InnerRule, PerParamLR
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """One registry row. ``make_rule(inner_lr, **options)`` builds the inner update rule."""
+
+    name: str
+    title: str
+    paper: str
+    make_rule: Callable[..., InnerRule]
+    strategy: Strategy
+    first_order: bool = False
+    outer: str = "adam"  # "adam", or "sgd" for Reptile's interpolation step
+    defaults: tuple[tuple[str, Any], ...] = ()
+
+
+def _sgd(inner_lr: float, **_: Any) -> InnerRule:
+    return SGD(inner_lr)
+
+
+def _reptile_rule(inner_lr: float, inner_optimizer: str = "sgd", **_: Any) -> InnerRule:
+    if inner_optimizer == "sgd":
+        return SGD(inner_lr)
+    if inner_optimizer == "adam":
+        return Adam(inner_lr)
+    raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {inner_optimizer!r}")
+
+
+def _per_param(inner_lr: float, **_: Any) -> InnerRule:
+    return PerParamLR(inner_lr)
+
+
+ALGORITHMS: dict[str, AlgorithmSpec] = {}
+
+
+def register(spec: AlgorithmSpec) -> AlgorithmSpec:
+    """Add a row to the registry (variants register themselves in their own modules)."""
+    ALGORITHMS[spec.name] = spec
+    return spec
+
+
+register(AlgorithmSpec("maml", "MAML", "Finn, Abbeel & Levine 2017", _sgd, unrolled))
+register(
+    AlgorithmSpec(
+        "fomaml", "First-Order MAML", "Finn, Abbeel & Levine 2017", _sgd, unrolled, first_order=True
+    )
+)
+register(
+    AlgorithmSpec(
+        "reptile", "Reptile", "Nichol, Achiam & Schulman 2018", _reptile_rule, reptile, outer="sgd"
+    )
+)
+# The MAML paper's "pretrained" baseline: one network trained on all tasks jointly. It is MAML
+# with zero inner steps during meta-training (the query loss at theta itself); it is then
+# fine-tuned with the same inner loop as the others at evaluation.
+register(
+    AlgorithmSpec(
+        "pretrained", "Pretrained (joint training)", "Finn et al. 2017, sec. 5.1", _sgd, unrolled
+    )
+)
+register(AlgorithmSpec("metasgd", "Meta-SGD", "Li, Zhou, Chen & Li 2017", _per_param, unrolled))
+
+
+def get_algorithm(name: str) -> AlgorithmSpec:
+    """Registry lookup with an error that lists the known names."""
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        known = ", ".join(sorted(ALGORITHMS))
+        raise ValueError(f"algorithm must be one of: {known}; got {name!r}") from None
+
+
+def make_learner(
+    algorithm: str,
+    model: nn.Module,
+    loss: str,
+    *,
+    inner_lr: float,
+    inner_steps: int,
+    **options: Any,
+) -> Learner:
+    """Build the ``Learner`` of a registered algorithm for ``model`` with loss ``loss``."""
+    spec = get_algorithm(algorithm)
+    check_range("inner_lr", inner_lr, 0.0)
+    check_range("inner_steps", inner_steps, 0, integer=True)
+    opts = {**dict(spec.defaults), **options}
+    return Learner(
+        model=model,
+        loss=make_loss(model, loss),
+        rule=spec.make_rule(inner_lr, **opts),
+        strategy=spec.strategy,
+        inner_steps=inner_steps,
+        first_order=spec.first_order,
+        algorithm=spec.name,
+        options=opts,
+    )

@@ -1,0 +1,42 @@
+"""Errors with messages that say what went wrong and what to change."""
+
+from __future__ import annotations
+
+import math
+
+
+class DivergenceError(FloatingPointError):
+    """The loss became NaN or infinite during adaptation or meta-training."""
+
+    def __init__(self, where: str, step: int, loss: float, hint: str = "lower the learning rate"):
+        self.where, self.step, self.loss = where, step, loss
+        kind = "NaN" if math.isnan(loss) else "infinite"
+        super().__init__(f"diverged: loss is {kind} at {where} {step}, {hint}")
+
+
+def check_range(
+    name: str,
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+) -> None:
+    """Raise ``ValueError`` naming ``name`` and the allowed range when ``value`` is outside it."""
+    lo = "-inf" if low is None else f"{low:g}"
+    hi = "inf" if high is None else f"{high:g}"
+    left = "(" if low_open or low is None else "["
+    right = ")" if high_open or high is None else "]"
+    allowed = f"{left}{lo}, {hi}{right}"
+    kind = "an integer" if integer else "a finite number"
+    bad_type = isinstance(value, bool) or not isinstance(value, int | float)
+    if integer and not bad_type:
+        bad_type = not float(value).is_integer()
+    if bad_type or not math.isfinite(value):
+        raise ValueError(f"{name} must be {kind} in {allowed}, got {value!r}")
+    if (low is not None and (value < low or (low_open and value == low))) or (
+        high is not None and (value > high or (high_open and value == high))
+    ):
+        raise ValueError(f"{name} must be in {allowed}, got {value!r}")

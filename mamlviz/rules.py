@@ -1,0 +1,123 @@
+"""Inner update rules: how one inner step turns a gradient into new fast weights.
+
+A rule is a small object with three pure methods, so that ``adapt`` never needs to know which
+algorithm it serves:
+
+* ``init_params(fast)`` -> the rule's own meta-learned tensors (empty for plain SGD), named
+  ``"rule.<what>.<param>"`` so they sit beside the model's parameters in one meta-parameter dict;
+* ``init_state(fast)`` -> per-task optimiser state (Adam moments; empty for SGD);
+* ``step(fast, grads, state, rule_params, k)`` -> ``(new_fast, new_state)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from mamlviz.errors import check_range
+from mamlviz.functional import Params
+
+RULE_PREFIX = "rule."
+
+
+class InnerRule(Protocol):
+    """What ``adapt`` needs from an update rule."""
+
+    def init_params(self, fast: Params) -> Params: ...
+
+    def init_state(self, fast: Params) -> Params: ...
+
+    def step(
+        self, fast: Params, grads: Params, state: Params, rule_params: Params, k: int
+    ) -> tuple[Params, Params]: ...
+
+
+@dataclass(frozen=True)
+class SGD:
+    """Plain gradient descent, MAML's inner rule: ``phi = theta - inner_lr * grad``."""
+
+    inner_lr: float
+
+    def __post_init__(self) -> None:
+        check_range("inner_lr", self.inner_lr, 0.0)
+
+    def init_params(self, fast: Params) -> Params:
+        return {}
+
+    def init_state(self, fast: Params) -> Params:
+        return {}
+
+    def step(
+        self, fast: Params, grads: Params, state: Params, rule_params: Params, k: int
+    ) -> tuple[Params, Params]:
+        return {n: w - self.inner_lr * grads[n] for n, w in fast.items()}, state
+
+
+@dataclass(frozen=True)
+class Adam:
+    """Adam as an inner optimiser (Reptile, Nichol et al. 2018, uses beta1 = 0).
+
+    Written out with pure tensor ops so that it runs per task under ``vmap``. The state holds
+    the first and second moments per parameter; bias correction uses the step count ``k``.
+    """
+
+    inner_lr: float
+    beta1: float = 0.0
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        check_range("inner_lr", self.inner_lr, 0.0)
+        check_range("beta1", self.beta1, 0.0, 1.0, high_open=True)
+        check_range("beta2", self.beta2, 0.0, 1.0, high_open=True)
+
+    def init_params(self, fast: Params) -> Params:
+        return {}
+
+    def init_state(self, fast: Params) -> Params:
+        state = {f"m.{n}": torch.zeros_like(w) for n, w in fast.items()}
+        state.update({f"v.{n}": torch.zeros_like(w) for n, w in fast.items()})
+        return state
+
+    def step(
+        self, fast: Params, grads: Params, state: Params, rule_params: Params, k: int
+    ) -> tuple[Params, Params]:
+        t = k + 1
+        new_fast, new_state = {}, {}
+        for n, w in fast.items():
+            m = self.beta1 * state[f"m.{n}"] + (1 - self.beta1) * grads[n]
+            v = self.beta2 * state[f"v.{n}"] + (1 - self.beta2) * grads[n] ** 2
+            m_hat = m / (1 - self.beta1**t)
+            v_hat = v / (1 - self.beta2**t)
+            new_fast[n] = w - self.inner_lr * m_hat / (torch.sqrt(v_hat) + self.eps)
+            new_state[f"m.{n}"], new_state[f"v.{n}"] = m, v
+        return new_fast, new_state
+
+
+@dataclass(frozen=True)
+class PerParamLR:
+    """Meta-SGD (Li et al. 2017): ``phi = theta - alpha (.) grad``.
+
+    ``alpha`` has the shape of each adapted parameter, is free in sign and size, starts at
+    ``inner_lr`` everywhere and is meta-learned with theta. With ``alpha`` held at a constant
+    it is exactly MAML's SGD rule (tested).
+    """
+
+    inner_lr: float
+
+    def __post_init__(self) -> None:
+        check_range("inner_lr", self.inner_lr, 0.0)
+
+    def init_params(self, fast: Params) -> Params:
+        return {f"{RULE_PREFIX}lr.{n}": torch.full_like(w, self.inner_lr) for n, w in fast.items()}
+
+    def init_state(self, fast: Params) -> Params:
+        return {}
+
+    def step(
+        self, fast: Params, grads: Params, state: Params, rule_params: Params, k: int
+    ) -> tuple[Params, Params]:
+        lr = {n: rule_params[f"{RULE_PREFIX}lr.{n}"] for n in fast}
+        return {n: w - lr[n] * grads[n] for n, w in fast.items()}, state
