@@ -1,0 +1,148 @@
+"""Omniglot as a task distribution: the standard class split and an N-way K-shot sampler.
+
+Split (Vinyals et al. 2016, as used by MAML): a seeded random permutation of the 1623
+characters; the first ``train_classes`` (1200) are for meta-training, of which the last
+``val_classes`` (100) are held out for model selection, and the remaining 423 are meta-test.
+
+Rotations: by default every meta-training character also appears rotated by 90, 180 and 270
+degrees as a separate class (Santoro et al. 2016), so "train" has 1100 * 4 = 4400 classes and a
+task may, rarely, contain two rotations of one character. Validation and test classes are
+unrotated by default (``rotate_eval=True`` rotates them too). Note that the MAML reference code
+instead draws distinct characters and then one random rotation each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mamlviz.errors import check_range
+from mamlviz.tasks.episode import Episode, Examples
+from mamlviz.tasks.omniglot_data import DRAWINGS, SIZE, OmniglotArrays
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class OmniglotSplit:
+    """Which character ids (indices into ``OmniglotArrays``) belong to each split.
+
+    The ids are stored explicitly, not just the seed, so a checkpoint that saves
+    ``state_dict()`` restores the exact split even if torch's RNG changes.
+    """
+
+    seed: int
+    train: Tensor  # int64 class ids
+    val: Tensor
+    test: Tensor
+
+    def classes(self, split: str) -> Tensor:
+        """The class ids of ``split`` ("train", "val" or "test")."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return getattr(self, split)
+
+    def state_dict(self) -> dict[str, int | list[int]]:
+        """Plain-Python form for checkpoints."""
+        return {"seed": self.seed, **{s: self.classes(s).tolist() for s in SPLITS}}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, int | list[int]]) -> OmniglotSplit:
+        """Inverse of ``state_dict``."""
+        ids = {s: torch.as_tensor(state[s], dtype=torch.int64) for s in SPLITS}
+        return cls(seed=int(state["seed"]), **ids)  # type: ignore[arg-type]
+
+
+def make_split(
+    arrays: OmniglotArrays | int, seed: int = 0, train_classes: int = 1200, val_classes: int = 100
+) -> OmniglotSplit:
+    """The standard split of ``arrays`` (or of that many classes) from a seeded permutation."""
+    n = arrays if isinstance(arrays, int) else len(arrays)
+    check_range("train_classes", train_classes, 2, n, integer=True)
+    check_range("val_classes", val_classes, 0, train_classes - 2, integer=True)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    cut = train_classes - val_classes
+    return OmniglotSplit(seed, perm[:cut], perm[cut:train_classes], perm[train_classes:])
+
+
+class OmniglotTasks:
+    """The distribution of N-way K-shot Omniglot tasks over one split's classes.
+
+    ``sample`` is vectorised over the meta-batch and takes all randomness from the caller's
+    (CPU) generator, so the same seed gives the same episodes.
+    """
+
+    def __init__(
+        self,
+        arrays: OmniglotArrays,
+        split: OmniglotSplit | None = None,
+        *,
+        rotate_train: bool = True,
+        rotate_eval: bool = False,
+    ) -> None:
+        self.arrays = arrays
+        self.split = split if split is not None else make_split(arrays)
+        # Flat pixels: a rotation by k * 90 degrees is then a single gather with _rot[k].
+        self._pixels = arrays.images.reshape(len(arrays), DRAWINGS, SIZE * SIZE)
+        grid = torch.arange(SIZE * SIZE).view(SIZE, SIZE)
+        self._rot = torch.stack([torch.rot90(grid, k, dims=(0, 1)).reshape(-1) for k in range(4)])
+        # Each split's classes as (character id, rotation) pairs.
+        self._pools: dict[str, tuple[Tensor, Tensor]] = {}
+        for name in SPLITS:
+            ids = self.split.classes(name)
+            k = 4 if (rotate_train if name == "train" else rotate_eval) else 1
+            self._pools[name] = (ids.repeat(k), torch.arange(k).repeat_interleave(len(ids)))
+
+    def num_classes(self, split: str = "train") -> int:
+        """Number of classes a task of ``split`` is drawn from (rotated copies count)."""
+        self.split.classes(split)  # validates the name
+        return len(self._pools[split][0])
+
+    def sample(
+        self,
+        generator: torch.Generator,
+        ways: int,
+        shots: int,
+        query_shots: int,
+        meta_batch: int,
+        split: str = "train",
+    ) -> Episode:
+        """A meta-batch of ``meta_batch`` tasks.
+
+        ``support.x`` is float32 [meta_batch, ways * shots, 1, 28, 28] in [0, 1] (ink = 1) and
+        ``support.y`` int64 [meta_batch, ways * shots] with labels 0..ways-1, grouped by label;
+        ``query`` likewise with ``query_shots``. Which class gets which label is random per task;
+        support and query drawings of a class are distinct.
+        """
+        n_classes = self.num_classes(split)
+        check_range("ways", ways, 2, n_classes, integer=True)
+        check_range("shots", shots, 1, DRAWINGS - 1, integer=True)
+        check_range("query_shots", query_shots, 1, DRAWINGS - 1, integer=True)
+        if shots + query_shots > DRAWINGS:
+            raise ValueError(
+                f"shots + query_shots must be <= {DRAWINGS} (drawings per character), so"
+                f" query_shots must be in [1, {DRAWINGS - shots}] for shots={shots}; got"
+                f" query_shots={query_shots}"
+            )
+        check_range("meta_batch", meta_batch, 1, integer=True)
+        ways, shots, query_shots, meta_batch = map(int, (ways, shots, query_shots, meta_batch))
+        ids, rots = self._pools[split]
+        per_class = shots + query_shots
+        # Row-wise random permutations: the first `ways` entries are distinct classes in a
+        # random label order; float64 keys make ties (and the bias they cause) negligible.
+        keys = torch.rand(meta_batch, n_classes, generator=generator, dtype=torch.float64)
+        pick = keys.argsort(dim=1)[:, :ways]
+        keys = torch.rand(meta_batch, ways, DRAWINGS, generator=generator, dtype=torch.float64)
+        drawings = keys.argsort(dim=2)[..., :per_class]  # without replacement per class
+        pixels = self._pixels[ids[pick].unsqueeze(-1), drawings]  # uint8 [B, ways, n, 784]
+        pixels = pixels.gather(-1, self._rot[rots[pick]].unsqueeze(2).expand_as(pixels))
+        x = pixels.view(meta_batch, ways, per_class, 1, SIZE, SIZE).float().div_(255)
+
+        def examples(part: Tensor) -> Examples:
+            k = part.shape[2]
+            y = torch.arange(ways).repeat_interleave(k).expand(meta_batch, -1).contiguous()
+            return Examples(part.reshape(meta_batch, ways * k, 1, SIZE, SIZE), y)
+
+        return Episode(examples(x[:, :, :shots]), examples(x[:, :, shots:]))

@@ -1,0 +1,20 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def omniglot_dir() -> Path:
+    """The shared read-only Omniglot copy next to the repo (``../shared/data/omniglot``)."""
+    path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
+    if not path.is_dir():
+        message = f"Omniglot copy not found at {path} (see its SOURCE.md for how it is made)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
