@@ -1,0 +1,131 @@
+"""Omniglot suite: ms per meta-iteration of the stacked path vs the per-task loop, and the
+latency of the notebook API.
+
+Workload: MAML's 5-way 1-shot Omniglot meta-iteration (Finn et al. 2017): meta-batch 32,
+second order, 1 inner step at inner_lr 0.4, strided conv net, float32, with 1 and 15 query
+examples per class. Timed: the meta-gradient (the optimiser step is the same for every path).
+Inputs are random images of the right shape: the time of a conv net does not depend on the
+pixel values, and the suite then runs without the dataset. Reported: the median of the timed
+iterations after one warm-up, with ``threads`` torch threads (2 by default: the bar is
+"at least 2x faster than the loop at 15 query on 2 cores").
+
+The API latency is that of :mod:`mamlviz.omniglot_api` after the process is warm (load the
+checkpoint, sample a meta-test task, 3 inner steps, predict); the first ``torch.func`` call of a
+process also imports ``torch._dynamo`` (seconds), reported separately as ``api_cold_ms``. It
+needs the Omniglot images and a shipped checkpoint; otherwise it is reported as skipped.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from mamlviz import stacked
+from mamlviz.algorithms import make_learner
+from mamlviz.convnet import omniglot_convnet
+from mamlviz.outer import meta_gradient
+from mamlviz.tasks.episode import Episode, Examples
+
+WORKLOAD = {"ways": 5, "shots": 1, "meta_batch": 32, "inner_lr": 0.4, "inner_steps": 1}
+
+
+def random_episode(query_shots: int, seed: int = 0) -> Episode:
+    """A meta-batch of the workload's shape with random pixels."""
+    g = torch.Generator().manual_seed(seed)
+    ways, shots, tasks = WORKLOAD["ways"], WORKLOAD["shots"], WORKLOAD["meta_batch"]
+
+    def examples(k: int) -> Examples:
+        y = torch.arange(ways).repeat_interleave(k).expand(tasks, -1).contiguous()
+        return Examples(torch.rand(tasks, ways * k, 1, 28, 28, generator=g), y)
+
+    return Episode(examples(shots), examples(query_shots))
+
+
+def median_ms(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up: lazy initialisation, allocator
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def api_latency(repeats: int) -> dict[str, Any]:
+    """Warm and cold latency of load + sample + adapt(3) + predict, in ms."""
+    from mamlviz.omniglot_api import SHIPPED, load_demo
+
+    name = "omniglot-maml-5w1s"
+    if not (SHIPPED / f"{name}.pt").is_file():
+        return {"api_skipped": f"no shipped checkpoint {name}.pt"}
+    try:
+        load_demo(name).tasks.tasks  # noqa: B018  (loads the images once; not timed)
+    except (OSError, RuntimeError) as err:
+        return {"api_skipped": f"Omniglot images not available ({err})"}
+
+    def once(seed: int) -> float:
+        start = time.perf_counter()
+        demo = load_demo(name)
+        result = demo.adapt(demo.sample(seed), steps=3)
+        assert len(result.accuracy) == 4
+        return 1000 * (time.perf_counter() - start)
+
+    cold = once(0)
+    warm = statistics.median(once(seed) for seed in range(1, repeats + 1))
+    return {"api_cold_ms": round(cold, 1), "api_ms": round(warm, 1), "api_bar_ms": 300}
+
+
+def run(quick: bool = False, threads: int = 2) -> dict[str, Any]:
+    """The suite; ``quick`` times 1 iteration per path instead of 3."""
+    torch.set_num_threads(threads)
+    repeats = 1 if quick else 3
+    learner = make_learner(
+        "maml",
+        omniglot_convnet(WORKLOAD["ways"]),
+        "cross_entropy",
+        inner_lr=WORKLOAD["inner_lr"],
+        inner_steps=WORKLOAD["inner_steps"],
+    )
+    meta = learner.init_meta()
+    rows = []
+    for query_shots in (1, 15):
+        episode = random_episode(query_shots)
+        loop = median_ms(
+            lambda ep=episode: meta_gradient(learner, meta, ep, batched=False), repeats
+        )
+        fast = median_ms(lambda ep=episode: stacked.meta_gradient(learner, meta, ep), repeats)
+        rows.append(
+            {
+                "query_shots": query_shots,
+                "loop_ms": round(loop, 1),
+                "stacked_ms": round(fast, 1),
+                "speedup": round(loop / fast, 2),
+            }
+        )
+    result: dict[str, Any] = {
+        "suite": "omniglot",
+        "workload": {**WORKLOAD, "order": "second", "dtype": "float32"},
+        "threads": threads,
+        "rows": rows,
+        **api_latency(repeats=2 if quick else 5),
+    }
+    lines = [f"Omniglot 5w1s MAML meta-gradient, meta-batch 32, {threads} threads (ms/iteration)"]
+    lines += ["  query/class      loop   stacked   speedup"]
+    lines += [
+        f"  {r['query_shots']:>11} {r['loop_ms']:>9.0f} {r['stacked_ms']:>9.0f}"
+        f" {r['speedup']:>8.2f}x"
+        for r in rows
+    ]
+    if "api_ms" in result:
+        lines.append(
+            f"  notebook API (load, sample, adapt 3 steps, predict):"
+            f" {result['api_ms']:.0f} ms warm, {result['api_cold_ms']:.0f} ms cold (bar 300 ms)"
+        )
+    else:
+        lines.append(f"  notebook API: skipped ({result['api_skipped']})")
+    result["table"] = "\n".join(lines)
+    return result

@@ -1,0 +1,156 @@
+"""Sinusoid suite: ms per meta-iteration and peak memory, batched (vmap) path vs per-task loop.
+
+The MAML paper's workload (meta-batch 25, 10 support and 10 query points, 1 or 5 inner steps)
+for second-order MAML, FOMAML and Reptile. Sinusoid meta-learning is dispatch bound: a loop over
+tasks issues every op once per task, ``vmap`` once per meta-batch.
+
+Method. Every configuration runs in a fresh subprocess with one torch thread, so memory peaks do
+not mix. Time: the median wall time of single meta-iterations after warm-up. Memory: torch keeps
+no allocator statistics on CPU, so we read the process's peak resident set size: after a
+meta-batch-1 iteration has loaded the lazily initialised code paths, the peak is reset (Linux:
+``echo 5 > /proc/self/clear_refs``), the resident size is the baseline, and the reported figure
+is the peak (``VmHWM``) minus that baseline over the warm-up and timed iterations. Elsewhere
+``ru_maxrss`` minus the baseline is used, which can only under-report. Both include memory the
+allocator keeps cached, at page resolution.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ALGORITHMS = ("maml", "fomaml", "reptile")
+STEPS = (1, 5)
+WORKLOAD = {"meta_batch": 25, "shots": 10, "query_shots": 10, "inner_lr": 0.01}
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure(algorithm: str, inner_steps: int, batched: bool, iters: int, warmup: int) -> dict:
+    """One configuration, in this process: median ms per meta-iteration and peak RSS growth."""
+    import torch
+
+    from mamlviz.algorithms import make_learner
+    from mamlviz.models import sinusoid_mlp
+    from mamlviz.outer import meta_step
+    from mamlviz.tasks.sinusoid import SinusoidTasks
+
+    torch.set_num_threads(1)
+    learner = make_learner(
+        algorithm, sinusoid_mlp(0), "mse", inner_lr=WORKLOAD["inner_lr"], inner_steps=inner_steps
+    )
+    meta = {n: w.requires_grad_() for n, w in learner.init_meta().items()}
+    opt = torch.optim.Adam(meta.values(), lr=1e-3)
+    gen, tasks = torch.Generator().manual_seed(0), SinusoidTasks()
+    shape = (WORKLOAD["shots"], WORKLOAD["query_shots"])
+    meta_step(learner, meta, opt, tasks.sample(gen, *shape, 1), batched=batched)
+    episodes = [tasks.sample(gen, *shape, WORKLOAD["meta_batch"]) for _ in range(warmup + iters)]
+    proc = _reset_peak()
+    base = _status_kib("VmRSS") if proc else None
+    if base is None:
+        proc, base = False, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = []
+    for i, episode in enumerate(episodes):
+        start = time.perf_counter()
+        meta_step(learner, meta, opt, episode, batched=batched)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    peak = _status_kib("VmHWM") if proc else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "algorithm": algorithm,
+        "inner_steps": inner_steps,
+        "path": "batched" if batched else "loop",
+        "ms": 1e3 * statistics.median(times),
+        "peak_mib": max(0, peak - base) / 1024,
+        "memory_method": "VmHWM" if proc else "ru_maxrss",
+    }
+
+
+def _child(algorithm: str, steps: int, batched: bool, iters: int, warmup: int) -> dict:
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]),
+    }
+    args = [algorithm, str(steps), str(int(batched)), str(iters), str(warmup)]
+    out = subprocess.run(
+        [sys.executable, "-m", "mamlviz.benchmarks.sinusoid", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(rows: list[dict], speedup: dict[str, float]) -> str:
+    """Aligned text table of the rows with the loop/batched ratios."""
+    lines = [
+        "sinusoid meta-iteration, meta-batch 25, 10 shots, 10 query (1 thread; median ms;"
+        " peak RSS growth MiB)",
+        f"{'algorithm':<10}{'steps':>6}{'batched ms':>12}{'loop ms':>10}{'speed-up':>10}"
+        f"{'batched MiB':>13}{'loop MiB':>10}",
+    ]
+    by = {(r["algorithm"], r["inner_steps"], r["path"]): r for r in rows}
+    for alg in ALGORITHMS:
+        for k in STEPS:
+            b, lp = by[(alg, k, "batched")], by[(alg, k, "loop")]
+            lines.append(
+                f"{alg:<10}{k:>6}{b['ms']:>12.2f}{lp['ms']:>10.2f}{speedup[f'{alg}-{k}']:>9.1f}x"
+                f"{b['peak_mib']:>13.1f}{lp['peak_mib']:>10.1f}"
+            )
+    return "\n".join(lines)
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """All configurations, each in a fresh subprocess; ``quick`` times fewer iterations."""
+    iters, warmup = (10, 3) if quick else (50, 10)
+    rows = [
+        _child(alg, k, batched, iters, warmup)
+        for alg in ALGORITHMS
+        for k in STEPS
+        for batched in (True, False)
+    ]
+    by = {(r["algorithm"], r["inner_steps"], r["path"]): r["ms"] for r in rows}
+    speedup = {
+        f"{a}-{k}": by[(a, k, "loop")] / by[(a, k, "batched")] for a in ALGORITHMS for k in STEPS
+    }
+    return {
+        "suite": "sinusoid",
+        "workload": WORKLOAD,
+        "iterations": iters,
+        "warmup": warmup,
+        "threads": 1,
+        "method": __doc__.split("Method. ")[1].strip().replace("\n", " "),
+        "rows": rows,
+        "speedup": speedup,
+        "table": table(rows, speedup),
+    }
+
+
+if __name__ == "__main__":
+    alg, steps, batched, iters, warmup = sys.argv[1:6]
+    print(json.dumps(measure(alg, int(steps), bool(int(batched)), int(iters), int(warmup))))

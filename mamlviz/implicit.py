@@ -1,0 +1,125 @@
+r"""iMAML (Rajeswaran, Finn, Kakade & Levine 2019): the implicit meta-gradient.
+
+The inner problem is proximal, solved to near convergence by ``adapt``:
+
+    \phi^*(\theta) = argmin_\phi  L_support(\phi) + \lambda/2 ||\phi - \theta||^2.
+
+Its stationarity condition gives d\phi/d\theta = (I + H/\lambda)^{-1}, H = \nabla^2 L_support(\phi),
+so the meta-gradient needs only \phi, not the path that reached it:
+
+    g = (I + H/\lambda)^{-1} \nabla_\phi L_query(\phi)            (iMAML eq. 7)
+
+solved with ``cg_steps`` of conjugate gradient on Hessian-vector products, or exactly with a
+dense solve for small models. \theta is detached inside the inner loop, so no graph is kept
+across inner steps: memory does not grow with ``inner_steps`` (see benchmarks/imaml.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.func import grad, grad_and_value, hessian, vjp
+
+from mamlviz.errors import check_range
+from mamlviz.functional import LossFn, Params, detach, flatten, tree_dot, unflatten
+from mamlviz.inner import adapt
+from mamlviz.learner import Learner, zeros_like
+from mamlviz.tasks.episode import Episode, Examples
+
+SOLVERS = ("cg", "dense")
+
+
+def hvp(loss_fn: LossFn, params: Params, examples: Examples, v: Params) -> Params:
+    """Hessian-vector product ``H v`` of ``loss_fn`` at ``params``, reverse over reverse.
+
+    H is symmetric, so the vector-Jacobian product of the gradient, ``v^T H``, is ``H v``.
+    (Forward-over-reverse raised "ZeroTensors are immutable" with ``mse_loss`` on torch 2.13.)
+    """
+    _, vjp_fn = vjp(lambda p: grad(loss_fn)(p, examples), params)
+    return vjp_fn(v)[0]
+
+
+def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den``, or 0 where ``den`` is 0: CG has converged there, so the step is 0."""
+    ok = den > 0
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+def conjugate_gradient(matvec: Callable[[Params], Params], b: Params, steps: int) -> Params:
+    """Approximate ``A^{-1} b`` for SPD ``A`` with ``steps`` CG iterations from ``x_0 = 0``.
+
+    A fixed number of steps and no data-dependent Python branches, so it runs under ``vmap``;
+    a zero residual makes later steps exact no-ops instead of 0/0 (Hestenes & Stiefel 1952).
+    """
+    check_range("cg_steps", steps, 1, integer=True)
+    x = zeros_like(b)
+    r = dict(b)
+    p = dict(b)
+    rs = tree_dot(r, r)
+    for _ in range(steps):
+        ap = matvec(p)
+        alpha = _safe_ratio(rs, tree_dot(p, ap))
+        x = {n: x[n] + alpha * p[n] for n in x}
+        r = {n: r[n] - alpha * ap[n] for n in r}
+        rs_new = tree_dot(r, r)
+        beta = _safe_ratio(rs_new, rs)
+        p = {n: r[n] + beta * p[n] for n in p}
+        rs = rs_new
+    return x
+
+
+def dense_solve(
+    loss_fn: LossFn, params: Params, examples: Examples, b: Params, lam: float
+) -> Params:
+    """Exact ``(I + H/lam)^{-1} b`` with the full Hessian: for small models and for teaching."""
+    flat = flatten(params)
+    h = hessian(lambda v: loss_fn(unflatten(v, params), examples))(flat)
+    eye = torch.eye(flat.numel(), dtype=flat.dtype, device=flat.device)
+    return unflatten(torch.linalg.solve(eye + h / lam, flatten(b)), params)
+
+
+def implicit_options(options: dict) -> tuple[float, int, str]:
+    """``(lam, cg_steps, solver)`` from a learner's options, validated (iMAML: 2.0, 5, cg)."""
+    lam, cg_steps = options.get("lam", 2.0), options.get("cg_steps", 5)
+    solver = options.get("solver", "cg")
+    check_range("lam", lam, 0.0, low_open=True)
+    check_range("cg_steps", cg_steps, 1, integer=True)
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    return float(lam), int(cg_steps), solver
+
+
+def implicit(learner: Learner, meta: Params, episode: Episode) -> tuple[Params, Tensor]:
+    """iMAML strategy: proximal inner loop, then the implicit meta-gradient for the fast weights.
+
+    Frozen and rule parameters get zero gradient: the implicit formula covers only \theta.
+    """
+    lam, cg_steps, solver = implicit_options(learner.options)
+    fast, frozen, rule_params = learner.split(detach(meta))
+    support_loss = learner.support_loss_fn(frozen)
+    theta = fast
+
+    def proximal(phi: Params, examples: Examples) -> Tensor:
+        distance = sum(torch.sum((phi[n] - theta[n]) ** 2) for n in phi)
+        return support_loss(phi, examples) + 0.5 * lam * distance
+
+    phi = adapt(
+        proximal, fast, episode.support, learner.rule, learner.inner_steps, rule_params=rule_params
+    )
+    phi = detach(phi)
+    g_query, query_loss = grad_and_value(lambda p: learner.query_loss(p, frozen, episode.query))(
+        phi
+    )
+    if solver == "dense":
+        g = dense_solve(support_loss, phi, episode.support, g_query, lam)
+    else:
+
+        def matvec(v: Params) -> Params:
+            hv = hvp(support_loss, phi, episode.support, v)
+            return {n: v[n] + hv[n] / lam for n in v}
+
+        g = conjugate_gradient(matvec, g_query, cg_steps)
+    grads = {**zeros_like(frozen), **zeros_like(rule_params), **g}
+    return {n: grads[n] for n in meta}, query_loss

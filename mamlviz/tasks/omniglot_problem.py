@@ -1,0 +1,110 @@
+"""Registers the "omniglot" problem: 5-way few-shot Omniglot with MAML's conv net.
+
+Settings follow the MAML paper and code for 5-way Omniglot (Finn et al. 2017, sec. 5.2 and
+appendix A.1; REFERENCES.md sections 1 and 3):
+
+* model: :func:`mamlviz.convnet.omniglot_convnet` (4 strided conv blocks, transductive BN);
+* tasks: the standard 1200/423 class split with 100 of the 1200 held out for validation and
+  90-degree rotations of the training characters as new classes (:mod:`mamlviz.tasks.omniglot`);
+* inner: SGD, inner_lr 0.4, 1 step in meta-training, 3 steps at meta-test;
+* outer: Adam 1e-3, meta-batch 32, 60,000 iterations;
+* query_shots = shots: the MAML code draws 2K drawings per class and splits them into support
+  and query, so 1-shot tasks have 1 query drawing per class;
+* evaluation: 600 meta-test tasks, mean accuracy with a 95% CI (1.96 std / sqrt(600)).
+
+Reptile (Nichol et al. 2018) uses its own published 5-way settings where our framework has the
+same knob: Adam inner optimiser (beta1 = 0) with lr 1e-3 and 5 steps, meta-batch 5, outer step
+eps = 1 annealed linearly to 0, 100,000 iterations. It adapts on the support set only.
+
+The images are loaded once, on first use, by :func:`mamlviz.tasks.omniglot_data.load_omniglot`
+(env ``MAMLVIZ_OMNIGLOT`` names the folder with the two official zips; ``MAMLVIZ_CACHE`` the
+cache folder).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import torch
+
+from mamlviz.convnet import omniglot_convnet
+from mamlviz.errors import check_range
+from mamlviz.problems import Problem, _frozen, register_problem
+from mamlviz.tasks.episode import Episode, Examples
+from mamlviz.tasks.omniglot import OmniglotTasks
+from mamlviz.tasks.omniglot_data import load_omniglot
+
+WAYS = 5
+
+
+@cache
+def omniglot_tasks() -> OmniglotTasks:
+    """The shared task distribution over all splits (loads the images on the first call)."""
+    return OmniglotTasks(load_omniglot(progress=False))
+
+
+class OmniglotSplitTasks:
+    """``ways``-way tasks of one split, in the ``TaskDistribution`` form training expects."""
+
+    def __init__(self, split: str, ways: int = WAYS, tasks: OmniglotTasks | None = None) -> None:
+        check_range("ways", ways, 2, integer=True)
+        self.split, self.ways, self._tasks = split, int(ways), tasks
+
+    @property
+    def tasks(self) -> OmniglotTasks:
+        return self._tasks if self._tasks is not None else omniglot_tasks()
+
+    def sample(
+        self,
+        generator: torch.Generator,
+        shots: int,
+        query_shots: int,
+        meta_batch: int,
+        dtype: torch.dtype = torch.float32,
+    ) -> Episode:
+        """A meta-batch of ``ways``-way ``shots``-shot tasks from this split."""
+        ep = self.tasks.sample(generator, self.ways, shots, query_shots, meta_batch, self.split)
+        if dtype == torch.float32:
+            return ep
+        return Episode(*(Examples(e.x.to(dtype), e.y) for e in ep))
+
+
+register_problem(
+    Problem(
+        name="omniglot",
+        title="Omniglot 5-way few-shot classification",
+        paper="Finn, Abbeel & Levine 2017, sec. 5.2",
+        make_model=lambda seed, dtype: omniglot_convnet(WAYS, seed=seed, dtype=dtype),
+        make_tasks=lambda split: OmniglotSplitTasks(split),
+        loss="cross_entropy",
+        metric="accuracy",
+        train_defaults=_frozen(
+            dict(
+                inner_lr=0.4,
+                inner_steps=1,
+                shots=1,
+                query_shots=1,
+                meta_batch=32,
+                outer_lr=1e-3,
+                iterations=60_000,
+                checkpoint_every=100,
+                snapshot_every=1000,
+            )
+        ),
+        algorithm_defaults=_frozen(
+            {
+                "reptile": _frozen(
+                    dict(
+                        inner_lr=1e-3,
+                        inner_steps=5,
+                        meta_batch=5,
+                        outer_lr=1.0,
+                        iterations=100_000,
+                        options={"inner_optimizer": "adam"},
+                    )
+                ),
+            }
+        ),
+        eval_defaults=_frozen(dict(shots=1, query_shots=1, tasks=600, steps=3)),
+    )
+)

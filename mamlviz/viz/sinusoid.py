@@ -1,0 +1,271 @@
+"""Plotting functions for sinusoid tasks: matplotlib (static) and plotly (interactive).
+
+Pure functions: tensors in, figures out. ``curves`` maps a starting point's name (``"MAML"``,
+``"pretrained"``, ...) to its fitted curves ``[inner_steps + 1, len(x)]``, row ``k`` being the
+model at the fast weights after ``k`` inner steps (:func:`predictions` of a ``Trajectory``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import plotly.graph_objects as go
+import torch
+from matplotlib.figure import Figure
+from plotly.subplots import make_subplots
+from torch import Tensor, nn
+
+from mamlviz.functional import Params, call
+from mamlviz.tasks.episode import Examples
+from mamlviz.tasks.sinusoid import SinusoidTasks, sinusoid
+from mamlviz.viz.common import TRUTH_COLOR, color, readout, slider
+
+Curves = Mapping[str, Tensor]
+
+
+def predictions(model: nn.Module, path: Sequence[Params], x: Tensor) -> Tensor:
+    """The model's outputs on ``x`` ``[n, 1]`` at each fast weights of ``path``: ``[len, n]``."""
+    with torch.no_grad():
+        return torch.stack([call(model, p, x).reshape(-1) for p in path])
+
+
+def _np(t: Tensor) -> list[float]:
+    return t.detach().reshape(-1).tolist()
+
+
+def mpl_task_family(
+    x: Tensor, amplitudes: Sequence[float], phases: Sequence[float], title: str = ""
+) -> Figure:
+    """Several tasks of the family, y = A sin(x - phase), one line each."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for a, p in zip(amplitudes, phases, strict=True):
+        ax.plot(_np(x), _np(a * torch.sin(x - p)), lw=1.2, alpha=0.8)
+    ax.set(xlabel="x", ylabel="y", title=title or f"{len(amplitudes)} tasks from p(T)")
+    fig.tight_layout()
+    return fig
+
+
+def mpl_fits(
+    x: Tensor, truth: Tensor, support: Examples, fits: Mapping[str, Tensor], title: str = ""
+) -> Figure:
+    """One task: ground truth, support points and one fitted curve per starting point."""
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.plot(_np(x), _np(truth), color=TRUTH_COLOR, lw=2.5, alpha=0.6, label="ground truth")
+    for name, y in fits.items():
+        ax.plot(_np(x), _np(y), color=color(name), lw=1.8, label=name)
+    ax.scatter(_np(support.x), _np(support.y), color="k", zorder=5, label="support")
+    ax.set(xlabel="x", ylabel="y", title=title)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def mpl_adaptation(
+    x: Tensor, truth: Tensor, support: Examples, curves: Curves, steps: Sequence[int]
+) -> Figure:
+    """One panel per starting point: the fitted curve after each of ``steps`` inner steps."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
+    for ax, (name, c) in zip(axes[0], curves.items(), strict=True):
+        ax.plot(_np(x), _np(truth), color=TRUTH_COLOR, lw=2.5, alpha=0.6, label="truth")
+        shown = [k for k in steps if k < len(c)]
+        for i, k in enumerate(shown):
+            alpha = 0.25 + 0.75 * (i + 1) / len(shown)
+            ax.plot(_np(x), _np(c[k]), color=color(name), alpha=alpha, label=f"{k} steps")
+        ax.scatter(_np(support.x), _np(support.y), color="k", zorder=5, s=18)
+        ax.set(title=f"from the {name} init", xlabel="x")
+        ax.legend(fontsize=7, loc="upper right")
+    axes[0][0].set_ylabel("y")
+    fig.tight_layout()
+    return fig
+
+
+def mpl_loss_curves(losses: Mapping[str, Sequence[float]], ylabel: str = "MSE") -> Figure:
+    """Loss against inner step for each starting point (log scale)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for name, values in losses.items():
+        ax.plot(range(len(values)), list(values), "o-", color=color(name), label=name, ms=3)
+    ax.set(xlabel="inner step", ylabel=ylabel, yscale="log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _play_controls(steps: int) -> tuple[dict, dict]:
+    """A play/pause button and a step slider for frames named "0", "1", ..."""
+    play = dict(
+        type="buttons", x=0.0, y=-0.2, xanchor="left",
+        buttons=[
+            dict(label="play", method="animate",
+                 args=[None, dict(frame=dict(duration=500, redraw=True), fromcurrent=True)]),
+            dict(label="pause", method="animate",
+                 args=[[None], dict(frame=dict(duration=0), mode="immediate")]),
+        ],
+    )  # fmt: skip
+    slider = dict(
+        x=0.12, len=0.88, y=-0.12, currentvalue=dict(prefix="inner step "),
+        steps=[dict(method="animate", label=str(k), args=[[str(k)], dict(mode="immediate")])
+               for k in range(steps)],
+    )  # fmt: skip
+    return play, slider
+
+
+def plotly_adaptation_animation(
+    x: Tensor,
+    truth: Tensor,
+    support: Examples,
+    curves: Curves,
+    title: str = "",
+    plane: tuple[Tensor, Tensor, Tensor, Curves] | None = None,
+) -> go.Figure:
+    """Fitted curves after each inner step as animation frames, with a play button.
+
+    ``plane = (a, b, z, paths)`` adds a second panel, parameter space: the loss ``z`` on a
+    plane (e.g. from :func:`mamlviz.landscape.surface`) with each path ``[steps + 1, 2]`` drawn
+    up to the current step.
+    """
+    steps = min(len(c) for c in curves.values())
+    xs, cols = _np(x), 1 if plane is None else 2
+    titles = ("function space", "parameter space (a plane)")[:cols]
+    fig = make_subplots(rows=1, cols=cols, subplot_titles=titles)
+    fig.add_trace(go.Scatter(x=xs, y=_np(truth), name="ground truth",
+                             line=dict(color=TRUTH_COLOR, width=4)), 1, 1)  # fmt: skip
+    fig.add_trace(go.Scatter(x=_np(support.x), y=_np(support.y), mode="markers",
+                             name="support", marker=dict(color="black", size=8)), 1, 1)  # fmt: skip
+    for name, c in curves.items():
+        fig.add_trace(go.Scatter(x=xs, y=_np(c[0]), name=name, line=dict(color=color(name))), 1, 1)
+    moving = list(range(2, 2 + len(curves)))
+    if plane is not None:
+        a, b, z, paths = plane
+        z_log = torch.log10(torch.nan_to_num(z, nan=1e6, posinf=1e6).clamp(1e-4, 1e6))
+        fig.add_trace(go.Contour(x=_np(a), y=_np(b), z=z_log.tolist(), colorscale="Viridis",
+                                 showscale=False, name="log10 support loss"), 1, 2)  # fmt: skip
+        for name, p in paths.items():
+            fig.add_trace(
+                go.Scatter(
+                    x=_np(p[:1, 0]),
+                    y=_np(p[:1, 1]),
+                    mode="lines+markers",
+                    name=f"{name} path",
+                    line=dict(color=color(name)),
+                ),
+                1,
+                2,
+            )
+        moving += list(range(3 + len(curves), 3 + len(curves) + len(paths)))
+        fig.update_xaxes(range=[float(a[0]), float(a[-1])], row=1, col=2)
+        fig.update_yaxes(range=[float(b[0]), float(b[-1])], row=1, col=2)
+
+    def frame_data(k: int) -> list[go.Scatter]:
+        data = [go.Scatter(y=_np(c[k])) for c in curves.values()]
+        if plane is not None:
+            data += [
+                go.Scatter(x=_np(p[: k + 1, 0]), y=_np(p[: k + 1, 1])) for p in plane[3].values()
+            ]
+        return data
+
+    frames = [
+        go.Frame(name=str(k), data=frame_data(k), traces=moving,
+                 layout=go.Layout(title_text=f"{title} after {k} inner steps"))
+        for k in range(steps)
+    ]  # fmt: skip
+    fig.frames = frames
+    y_all = torch.cat([truth.reshape(-1), *[c.reshape(-1) for c in curves.values()]])
+    lo, hi = float(y_all.min()), float(y_all.max())
+    pad = 0.1 * (hi - lo + 1e-6)
+    fig.update_yaxes(range=[lo - pad, hi + pad], row=1, col=1)
+    play, slider = _play_controls(steps)
+    fig.update_layout(
+        title_text=f"{title} after 0 inner steps", updatemenus=[play], sliders=[slider],
+        height=460, width=560 * cols, margin=dict(b=120),
+    )  # fmt: skip
+    return fig
+
+
+def fit_figure(names: Sequence[str], width: int = 900) -> go.FigureWidget:
+    """The live figure of chapter 02: fits (left) and support loss per inner step (right).
+
+    Traces: 0 ground truth, 1 support points, then per name its start curve (dotted) and its
+    adapted curve, then per name its loss curve. :mod:`mamlviz.viz.adaptation` fills them.
+    """
+    fig = make_subplots(
+        rows=1, cols=2, column_widths=[0.62, 0.38],
+        subplot_titles=("function space", "support loss per inner step"),
+    )  # fmt: skip
+    fig.add_trace(go.Scatter(name="ground truth", line=dict(color=TRUTH_COLOR, width=4)), 1, 1)
+    fig.add_trace(
+        go.Scatter(name="support", mode="markers", marker=dict(color="black", size=8)), 1, 1
+    )
+    for name in names:
+        style = dict(color=color(name), dash="dot", width=1)
+        fig.add_trace(go.Scatter(name=f"{name} (0 steps)", line=style, showlegend=False), 1, 1)
+        fig.add_trace(go.Scatter(name=name, line=dict(color=color(name), width=2.5)), 1, 1)
+    for name in names:
+        line = dict(color=color(name))
+        fig.add_trace(
+            go.Scatter(name=name, mode="lines+markers", line=line, showlegend=False), 1, 2
+        )
+    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_xaxes(title_text="x", row=1, col=1)
+    fig.update_xaxes(title_text="inner step", row=1, col=2)
+    fig.update_layout(width=width, height=400, margin=dict(t=40, l=40, r=10, b=40))
+    return go.FigureWidget(fig)
+
+
+def mean_function(x: Tensor, tasks: SinusoidTasks) -> Tensor:
+    """E_T[y | x] over p(T): for y = A sin(x - phase) with A and phase uniform, this is
+    E[A] (cos(x - p1) - cos(x - p0)) / (p1 - p0); for phase in [0, pi], -(2 / pi) E[A] cos x."""
+    (a0, a1), (p0, p1) = tasks.amplitude, tasks.phase
+    return 0.5 * (a0 + a1) * (torch.cos(x - p1) - torch.cos(x - p0)) / (p1 - p0)
+
+
+class TaskExplorer:
+    """Chapter 01's widget: one task of the sinusoid family, its support points, the mean
+    function of p(T) and a baseline network's prediction (sliders: amplitude, phase, shots)."""
+
+    def __init__(self, model: nn.Module, params: Params, *, seed: int = 0, others: int = 12):
+        self.tasks, self.model, self.params = SinusoidTasks(), model, params
+        generator = torch.Generator().manual_seed(seed)
+        self.x_pool = self.tasks.sample_x(generator, (20,))
+        self.x_query = self.tasks.sample_x(generator, (100,))
+        amps, phases = self.tasks.sample_tasks(generator, others)
+        x = self.x_plot = torch.linspace(-5.0, 5.0, 200).unsqueeze(-1)
+        self.sliders = {
+            "amplitude": slider("amplitude A", 3.0, 0.1, 5.0, 0.1, continuous_update=True),
+            "phase": slider("phase", 1.0, 0.0, 3.14, 0.05, continuous_update=True),
+            "shots": slider("shots", 5, 1, 20, 1, kind="int", continuous_update=True),
+        }
+        fig = go.FigureWidget(layout=dict(width=760, height=380, margin=dict(t=30, b=40)))
+        for a, p in zip(amps.tolist(), phases.tolist(), strict=True):
+            y = _np(sinusoid(x, a, p))
+            fig.add_scatter(x=_np(x), y=y, line=dict(color="#cccccc", width=1), showlegend=False)
+        fig.add_scatter(x=_np(x), y=_np(mean_function(x, self.tasks)), name="mean function",
+                        line=dict(color="black", dash="dash"))  # fmt: skip
+        net = _np(predictions(model, [params], x)[0])
+        line = dict(color=color("pretrained"))
+        fig.add_scatter(x=_np(x), y=net, name="pretrained network", line=line)
+        fig.add_scatter(name="this task", line=dict(color=TRUTH_COLOR, width=4))
+        fig.add_scatter(name="support", mode="markers", marker=dict(color="black", size=8))
+        fig.update_yaxes(range=[-5.5, 5.5])
+        self.figure, self.readout = fig, readout()
+        for s in self.sliders.values():
+            s.observe(lambda change: self.update(), names="value")
+        self.widget = widgets.VBox([*self.sliders.values(), self.readout, fig])
+        self.update()
+
+    def update(self) -> None:
+        """Redraw the task and its support points; print the baselines' query MSE."""
+        a, p, k = (self.sliders[n].value for n in ("amplitude", "phase", "shots"))
+        x_support, fig = self.x_pool[:k], self.figure
+        with fig.batch_update():
+            fig.data[-2].x, fig.data[-2].y = _np(self.x_plot), _np(sinusoid(self.x_plot, a, p))
+            fig.data[-1].x, fig.data[-1].y = _np(x_support), _np(sinusoid(x_support, a, p))
+        y = sinusoid(self.x_query, a, p)
+        net = predictions(self.model, [self.params], self.x_query)[0]
+        mse_net = float(((net - y.reshape(-1)) ** 2).mean())
+        mse_mean = float(((mean_function(self.x_query, self.tasks) - y) ** 2).mean())
+        self.readout.value = (
+            f"query MSE on this task: pretrained network {mse_net:.3f} · mean function"
+            f" {mse_mean:.3f} · predicting 0: {float((y**2).mean()):.3f}"
+        )

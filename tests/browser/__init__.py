@@ -1,0 +1,1 @@
+"""Helpers for the real-browser test (tests/test_browser.py)."""

@@ -1,0 +1,127 @@
+"""Chapter 03's derivation, line by line, against autodiff and closed forms (float64)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from mamlviz import derivation as d
+from mamlviz.algorithms import make_learner
+from mamlviz.functional import flatten, make_loss, params_of, unflatten
+from mamlviz.metagrad import unrolled
+from mamlviz.models import MLP
+from mamlviz.tasks.episode import Episode, Examples
+from mamlviz.tasks.sinusoid import SinusoidTasks
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def problem(seed: int = 0):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MLP(1, (16, 16), 1).double()
+    g = torch.Generator().manual_seed(seed)
+    episode = SinusoidTasks().sample(g, 10, 10, 1, torch.float64).task(0)
+    return model, make_loss(model, "mse"), params_of(model), episode
+
+
+def hessian(loss_fn, theta, examples) -> torch.Tensor:
+    return torch.func.hessian(lambda v: loss_fn(unflatten(v, theta), examples))(flatten(theta))
+
+
+@pytest.mark.parametrize("alpha", [0.003, 0.05])
+def test_exact_formula_equals_autodiff_chain_rule_and_maml_learner(alpha: float) -> None:
+    model, loss_fn, theta, episode = problem()
+    exact = d.exact_meta_gradient(loss_fn, theta, episode, alpha)
+    learner = make_learner("maml", model, "mse", inner_lr=alpha, inner_steps=1)
+    for other in (
+        d.autodiff_meta_gradient(loss_fn, theta, episode, alpha),
+        d.chain_rule(loss_fn, theta, episode, alpha),
+        unrolled(learner, dict(theta), episode)[0],
+    ):
+        torch.testing.assert_close(flatten(other), flatten(exact), rtol=1e-10, atol=1e-12)
+
+
+def test_exact_formula_with_dense_support_hessian_at_theta() -> None:
+    _, loss_fn, theta, episode = problem(1)
+    alpha = 0.02
+    h = hessian(loss_fn, theta, episode.support)
+    g_q = flatten(d.adapted_query_gradient(loss_fn, theta, episode, alpha))
+    expected = (torch.eye(h.shape[0], dtype=h.dtype) - alpha * h) @ g_q
+    exact = flatten(d.exact_meta_gradient(loss_fn, theta, episode, alpha))
+    torch.testing.assert_close(exact, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_fomaml_drops_exactly_the_hessian_term_and_matches_the_learner() -> None:
+    model, loss_fn, theta, episode = problem(2)
+    alpha = 0.03
+    fo = d.fomaml_gradient(loss_fn, theta, episode, alpha)
+    learner = make_learner("fomaml", model, "mse", inner_lr=alpha, inner_steps=1)
+    torch.testing.assert_close(flatten(fo), flatten(unrolled(learner, dict(theta), episode)[0]))
+    h = hessian(loss_fn, theta, episode.support)
+    gap = flatten(d.exact_meta_gradient(loss_fn, theta, episode, alpha)) - flatten(fo)
+    torch.testing.assert_close(gap, -alpha * h @ flatten(fo), rtol=1e-9, atol=1e-12)
+
+
+def test_the_two_mistakes_differ_from_the_truth_and_match_their_formulas() -> None:
+    _, loss_fn, theta, episode = problem(3)
+    alpha = 0.05
+    truth = d.autodiff_meta_gradient(loss_fn, theta, episode, alpha)
+    phi = d.inner_step(loss_fn, theta, episode, alpha)
+    g_q = flatten(d.adapted_query_gradient(loss_fn, theta, episode, alpha))
+    eye = torch.eye(g_q.numel(), dtype=g_q.dtype)
+    cases = {
+        ("query", "theta"): hessian(loss_fn, theta, episode.query),
+        ("support", "theta_prime"): hessian(loss_fn, phi, episode.support),
+    }
+    for (of, at), h in cases.items():
+        wrong = d.meta_gradient_with_hessian(
+            loss_fn, theta, episode, alpha, hessian_of=of, hessian_at=at
+        )
+        torch.testing.assert_close(flatten(wrong), (eye - alpha * h) @ g_q, rtol=1e-9, atol=1e-12)
+        assert d.relative_error(wrong, truth) > 1e-4
+    with pytest.raises(ValueError, match="hessian_of"):
+        d.meta_gradient_with_hessian(loss_fn, theta, episode, alpha, hessian_of="both")
+
+
+def test_first_order_error_shrinks_linearly_and_cosine_tends_to_one() -> None:
+    _, loss_fn, theta, episode = problem(4)
+    errors, cosines = d.first_order_errors(loss_fn, theta, episode, [1e-5, 1e-4, 1e-3])
+    assert errors[0] < errors[1] < errors[2]
+    ratio = (errors[1] / errors[0]).item()
+    assert 8 < ratio < 12  # O(alpha): ten times smaller alpha, ten times smaller error
+    assert cosines[0] > 1 - 1e-8 and cosines[0] >= cosines[2]
+    assert d.first_order_error(loss_fn, theta, episode, 0.0) == pytest.approx((0.0, 1.0))
+
+
+def test_taylor_expansion_of_the_objective_has_second_order_error() -> None:
+    _, loss_fn, theta, episode = problem(5)
+    small, large = (d.taylor_objective(loss_fn, theta, episode, a) for a in (1e-4, 1e-3))
+    assert 80 < large.error / small.error < 120
+    assert 50 < large.error_at_prime / small.error_at_prime < 150
+    assert small.exact == pytest.approx(small.approx, abs=1e-6)
+
+
+def test_linear_model_hand_derived_values() -> None:
+    """w = 1, support (1, 2), query (2, 1), alpha = 0.1 (see test_core_math): 4.48 and 5.6."""
+    model = nn.Linear(1, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    loss_fn, theta = make_loss(model, "mse"), params_of(model)
+    t = lambda v: torch.tensor([[v]], dtype=torch.float64)
+    episode = Episode(Examples(t(1.0), t(2.0)), Examples(t(2.0), t(1.0)))
+    assert d.inner_step(loss_fn, theta, episode, 0.1)["weight"].item() == pytest.approx(1.2)
+    assert d.exact_meta_gradient(loss_fn, theta, episode, 0.1)["weight"].item() == pytest.approx(
+        4.48
+    )
+    assert d.fomaml_gradient(loss_fn, theta, episode, 0.1)["weight"].item() == pytest.approx(5.6)
+    # Taylor: L_q(w) = 1, grad L_s(w) = -2, grad L_q(w) = 4 -> 1 - 0.1 * (-8) = 1.8 vs 1.96.
+    taylor = d.taylor_objective(loss_fn, theta, episode, 0.1)
+    assert (taylor.exact, taylor.approx) == pytest.approx((1.96, 1.8))

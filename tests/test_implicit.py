@@ -1,0 +1,210 @@
+"""iMAML: Hessian-vector products, conjugate gradient, and the implicit meta-gradient against
+closed forms and against unrolling the proximal inner loop (float64)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+from torch.func import vmap
+
+import mamlviz.algorithms_family  # noqa: F401  (registers imaml)
+from mamlviz.algorithms_family import make_family_learner
+from mamlviz.functional import flatten, unflatten
+from mamlviz.implicit import conjugate_gradient, dense_solve, hvp, implicit
+from mamlviz.learner import Learner
+from mamlviz.metagrad import unrolled
+from mamlviz.models import MLP
+from mamlviz.outer import meta_gradient
+from mamlviz.rules import SGD
+from mamlviz.tasks.episode import Episode, Examples
+from mamlviz.tasks.sinusoid import SinusoidTasks
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def spd(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    m = torch.randn(n, n, generator=g)
+    return m @ m.T / n + 0.5 * torch.eye(n)
+
+
+def quadratic(params: dict, examples: Examples) -> torch.Tensor:
+    """L(phi) = 1/2 (phi - c)^T A (phi - c), with A = examples.x and c = examples.y."""
+    d = params["theta"] - examples.y
+    return 0.5 * d @ examples.x @ d
+
+
+def tiny(seed: int = 0, tasks: int = 3) -> tuple[MLP, Episode]:
+    torch.manual_seed(seed)
+    model = MLP(1, (6, 6), 1).double()
+    episode = SinusoidTasks().sample(
+        torch.Generator().manual_seed(seed), 5, 7, tasks, torch.float64
+    )
+    return model, episode
+
+
+def test_hvp_equals_hessian_times_v() -> None:
+    model, episode = tiny()
+    learner = make_family_learner("maml", model, "mse", inner_lr=0.1, inner_steps=1)
+    params, support = learner.init_meta(), episode.task(0).support
+    v = {n: torch.randn_like(w) for n, w in params.items()}
+    h = torch.func.hessian(lambda x: learner.loss(unflatten(x, params), support))(flatten(params))
+    torch.testing.assert_close(flatten(hvp(learner.loss, params, support, v)), h @ flatten(v))
+
+
+def test_conjugate_gradient_solves_spd_systems_and_is_vmap_safe() -> None:
+    n = 6
+    a = torch.stack([spd(n, s) for s in range(3)])
+    b = torch.randn(3, n, generator=torch.Generator().manual_seed(9))
+
+    def solve(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
+        return conjugate_gradient(lambda v: {"x": a @ v["x"]}, {"x": b}, steps)["x"]
+
+    exact = torch.linalg.solve(a, b)
+    # n steps are exact in exact arithmetic; more steps hit a zero residual and must stay finite.
+    for steps in (n, 3 * n):
+        batched = vmap(lambda a, b, s=steps: solve(a, b, s))(a, b)
+        torch.testing.assert_close(batched, exact, rtol=1e-8, atol=1e-10)
+        looped = torch.stack([solve(a[i], b[i], steps) for i in range(3)])
+        torch.testing.assert_close(batched, looped, rtol=1e-10, atol=1e-12)
+    # CG minimises the A-norm of the error over growing Krylov spaces: it never increases.
+    errors = []
+    for steps in range(1, n + 1):
+        e = solve(a[0], b[0], steps) - exact[0]
+        errors.append(float(e @ a[0] @ e))
+    assert all(later <= earlier + 1e-12 for earlier, later in itertools.pairwise(errors))
+    assert torch.equal(solve(a[0], torch.zeros(n), 4), torch.zeros(n))
+
+
+@pytest.mark.parametrize("solver", ["cg", "dense"])
+def test_quadratic_support_loss_gives_the_analytic_implicit_gradient(solver: str) -> None:
+    """phi* = (A + lam I)^-1 (A c + lam theta); g = (I + A/lam)^-1 B (phi* - d)."""
+    n, lam = 5, 2.0
+    a, b = spd(n, 1), spd(n, 2)
+    gen = torch.Generator().manual_seed(3)
+    c, d, theta = (torch.randn(n, generator=gen) for _ in range(3))
+    learner = Learner(
+        model=nn.Identity(),
+        loss=quadratic,
+        rule=SGD(0.1),
+        strategy=implicit,
+        inner_steps=300,
+        options={"lam": lam, "cg_steps": n, "solver": solver},
+    )
+    g, loss = implicit(learner, {"theta": theta}, Episode(Examples(a, c), Examples(b, d)))
+    eye = torch.eye(n)
+    phi = torch.linalg.solve(a + lam * eye, a @ c + lam * theta)
+    expected = torch.linalg.solve(eye + a / lam, b @ (phi - d))
+    torch.testing.assert_close(g["theta"], expected, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(loss, 0.5 * (phi - d) @ b @ (phi - d))
+    # And it is the true derivative of L_query(phi*(theta)) in theta.
+    true = torch.func.grad(
+        lambda t: (
+            0.5
+            * (torch.linalg.solve(a + lam * eye, a @ c + lam * t) - d)
+            @ b
+            @ (torch.linalg.solve(a + lam * eye, a @ c + lam * t) - d)
+        )
+    )(theta)
+    torch.testing.assert_close(g["theta"], true, rtol=1e-9, atol=1e-11)
+
+
+def test_implicit_gradient_equals_unrolling_the_converged_proximal_loop() -> None:
+    """Dense implicit gradient == backprop through 400 proximal SGD steps, on a smooth net.
+
+    A tanh net, because ReLU kinks keep plain SGD from converging to a stationary point; lam is
+    larger than the most negative Hessian eigenvalue, so the proximal problem is strongly convex
+    and the inner loop contracts.
+    """
+    _, episode = tiny()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1))
+    task, lam = episode.task(0), 5.0
+    learner = make_family_learner(
+        "imaml", model, "mse", inner_lr=0.05, inner_steps=400, lam=lam, solver="dense"
+    )
+    meta = learner.init_meta()
+    g, _ = implicit(learner, meta, task)
+
+    def proximal_unrolled(theta: dict) -> torch.Tensor:
+        def prox(phi: dict, ex: Examples) -> torch.Tensor:
+            dist = sum(torch.sum((phi[n] - theta[n]) ** 2) for n in phi)
+            return learner.loss(phi, ex) + 0.5 * lam * dist
+
+        phi = dict(theta)
+        for _ in range(learner.inner_steps):
+            grads = torch.func.grad(prox)(phi, task.support)
+            phi = {n: phi[n] - 0.05 * grads[n] for n in phi}
+        return learner.loss(phi, task.query)
+
+    reference = torch.func.grad(proximal_unrolled)(meta)
+    torch.testing.assert_close(flatten(g), flatten(reference), rtol=1e-6, atol=1e-8)
+    cg = make_family_learner(
+        "imaml", model, "mse", inner_lr=0.05, inner_steps=400, lam=lam, cg_steps=40
+    )
+    torch.testing.assert_close(
+        flatten(implicit(cg, meta, task)[0]), flatten(g), rtol=1e-6, atol=1e-8
+    )
+
+
+@pytest.mark.parametrize("solver", ["cg", "dense"])
+def test_vmap_path_equals_per_task_loop(solver: str) -> None:
+    model, episode = tiny(seed=2, tasks=4)
+    learner = make_family_learner(
+        "imaml", model, "mse", inner_lr=0.05, inner_steps=10, solver=solver
+    )
+    meta = learner.init_meta()
+    gb, lb = meta_gradient(learner, meta, episode, batched=True)
+    gl, ll = meta_gradient(learner, meta, episode, batched=False)
+    torch.testing.assert_close(lb, ll, rtol=1e-12, atol=1e-12)
+    for name in meta:
+        torch.testing.assert_close(gb[name], gl[name], rtol=1e-10, atol=1e-12)
+
+
+def test_large_lam_approaches_first_order_maml() -> None:
+    """lam -> inf: phi -> theta and g -> grad L_query(theta), FOMAML with zero inner steps."""
+    model, episode = tiny()
+    task = episode.task(1)
+    learner = make_family_learner("imaml", model, "mse", inner_lr=1e-7, inner_steps=3, lam=1e7)
+    meta = learner.init_meta()
+    g, _ = implicit(learner, meta, task)
+    zero_steps = make_family_learner("maml", model, "mse", inner_lr=0.0, inner_steps=0)
+    torch.testing.assert_close(
+        flatten(g), flatten(unrolled(zero_steps, meta, task)[0]), rtol=1e-5, atol=1e-7
+    )
+
+
+def test_dense_solve_matches_linalg_solve() -> None:
+    n, lam = 4, 0.5
+    a = spd(n, 5)
+    b = {"theta": torch.randn(n, generator=torch.Generator().manual_seed(1))}
+    params = {"theta": torch.zeros(n)}
+    x = dense_solve(quadratic, params, Examples(a, torch.zeros(n)), b, lam)
+    torch.testing.assert_close(x["theta"], torch.linalg.solve(torch.eye(n) + a / lam, b["theta"]))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"lam": 0.0}, r"lam must be in \(0, inf\)"),
+        ({"lam": -1.0}, r"lam must be in \(0, inf\)"),
+        ({"cg_steps": 0}, r"cg_steps must be in \[1, inf\)"),
+        ({"cg_steps": 2.5}, "cg_steps must be an integer"),
+        ({"solver": "lu"}, "solver must be one of"),
+    ],
+)
+def test_bad_options_name_the_argument(options: dict, message: str) -> None:
+    model, _ = tiny()
+    with pytest.raises(ValueError, match=message):
+        make_family_learner("imaml", model, "mse", inner_lr=0.1, inner_steps=1, **options)
+    with pytest.raises(ValueError, match="cg_steps"):
+        conjugate_gradient(lambda v: v, {"x": torch.ones(2)}, 0)

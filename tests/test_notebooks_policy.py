@@ -1,0 +1,104 @@
+"""Every chapter notebook follows the course's rules (no kernel needed).
+
+Stored without outputs or widget state; opens with learning goals; has an exercises section;
+imports mamlviz; and never re-defines a function or class that the package already has (show
+package code with ``inspect.getsource`` instead, so what learners read is what the tests cover).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+def package_names() -> set[str]:
+    """Public top-level functions and classes of every module of the mamlviz package."""
+    names = set()
+    for path in (REPO / "mamlviz").rglob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                if not node.name.startswith("_"):
+                    names.add(node.name)
+    return names
+
+
+def code_cells(nb: dict) -> list[str]:
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def parse(source: str) -> ast.Module:
+    """Parse a code cell, blanking IPython magics and shell escapes."""
+    lines = ["" if re.match(r"\s*[%!]", line) else line for line in source.splitlines()]
+    return ast.parse("\n".join(lines))
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_there_are_notebooks() -> None:
+    assert NOTEBOOKS, "notebooks/ holds no .ipynb"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_without_outputs_or_widget_state(path: Path) -> None:
+    nb = load(path)
+    assert "widgets" not in nb.get("metadata", {}), "saved widget state: clear it before saving"
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code":
+            assert not cell.get("outputs"), f"cell {i} has stored outputs"
+            assert cell.get("execution_count") is None, f"cell {i} has an execution count"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_starts_with_learning_goals_and_has_exercises(path: Path) -> None:
+    cells = load(path)["cells"]
+    first = "".join(cells[0]["source"])
+    assert cells[0]["cell_type"] == "markdown" and re.search("learning goals", first, re.I), (
+        "the first cell must be markdown stating the learning goals"
+    )
+    headings = [
+        line
+        for c in cells
+        if c["cell_type"] == "markdown"
+        for line in "".join(c["source"]).splitlines()
+        if line.startswith("#")
+    ]
+    assert any(re.search(r"exercise", h, re.I) for h in headings), "no '## Exercises' section"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_imports_mamlviz(path: Path) -> None:
+    imported = set()
+    for source in code_cells(load(path)):
+        for node in ast.walk(parse(source)):
+            if isinstance(node, ast.Import):
+                imported.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split(".")[0])
+    assert "mamlviz" in imported
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_never_redefines_package_code(path: Path) -> None:
+    ours = package_names()
+    clashes = []
+    for source in code_cells(load(path)):
+        for node in ast.walk(parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                if node.name in ours:
+                    clashes.append(node.name)
+    assert not clashes, f"defines what mamlviz has (use inspect.getsource): {clashes}"
+
+
+def test_the_policy_check_catches_a_redefinition() -> None:
+    tree = parse("%matplotlib inline\ndef adapt(x):\n    return x\n")
+    names = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    assert names & package_names() == {"adapt"}

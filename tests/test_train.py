@@ -1,0 +1,150 @@
+"""Meta-training: reproducibility, exact resume, the outer optimisers, validation, and a smoke
+test that real training lowers the query loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mamlviz.algorithms import make_learner
+from mamlviz.checkpoint import CheckpointError
+from mamlviz.models import sinusoid_mlp
+from mamlviz.outer import meta_gradient
+from mamlviz.tasks.sinusoid import SinusoidTasks
+from mamlviz.train import History, TrainConfig, fit
+
+
+def small(**overrides) -> TrainConfig:
+    base = dict(iterations=40, meta_batch=4, checkpoint_every=10, snapshot_every=10)
+    return TrainConfig.for_problem(
+        "sinusoid", overrides.pop("algorithm", "maml"), **{**base, **overrides}
+    )
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_same_seed_same_run_and_another_seed_differs() -> None:
+    meta_a, hist_a = fit(small(seed=3), progress=False)
+    meta_b, hist_b = fit(small(seed=3), progress=False)
+    meta_c, hist_c = fit(small(seed=4), progress=False)
+    assert hist_a == hist_b and same_weights(meta_a, meta_b)
+    assert hist_a != hist_c and not same_weights(meta_a, meta_c)
+    assert len(hist_a) == 40 and hist_a.snapshot_iterations == [0, 10, 20, 30, 40]
+    assert same_weights(hist_a.snapshots[-1], meta_a)
+
+
+def test_fit_leaves_the_global_rng_alone() -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    fit(small(iterations=2), progress=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "reptile"])
+def test_resume_after_stop_equals_uninterrupted(tmp_path, algorithm: str) -> None:
+    config = small(algorithm=algorithm)
+    meta_full, hist_full = fit(config, progress=False)
+    path = tmp_path / "run.pt"
+    # "Killed" at iteration 27: the last checkpoint is from iteration 20.
+    fit(config, path, progress=False, stop_after=27)
+    from mamlviz.checkpoint import load
+
+    assert load(path).metadata["iteration"] == 20
+    meta_resumed, hist_resumed = fit(config, path, progress=False)
+    assert same_weights(meta_resumed, meta_full)
+    assert hist_resumed == hist_full
+
+
+def test_resume_refuses_another_config(tmp_path) -> None:
+    path = tmp_path / "run.pt"
+    fit(small(iterations=10), path, progress=False)
+    with pytest.raises(CheckpointError, match=r"outer_lr \(0.001 in the checkpoint, 0.002 now\)"):
+        fit(small(iterations=10, outer_lr=0.002), path, progress=False)
+
+
+def test_reptile_outer_step_is_interpolation_with_linearly_annealed_eps() -> None:
+    """theta_{i+1} = theta_i - eps_i * mean(theta_i - phi), eps_i = outer_lr * (1 - i / N)."""
+    config = small(algorithm="reptile", iterations=2, outer_lr=0.8, inner_steps=3)
+    meta, _ = fit(config, progress=False)
+    learner = make_learner(
+        "reptile", sinusoid_mlp(config.seed), "mse", inner_lr=config.inner_lr, inner_steps=3
+    )
+    theta = learner.init_meta()
+    generator, tasks = torch.Generator().manual_seed(config.seed), SinusoidTasks()
+    for i, eps in enumerate([0.8, 0.4]):
+        episode = tasks.sample(generator, config.shots, config.query_shots, config.meta_batch)
+        with torch.random.fork_rng(devices=[]):
+            grads, _ = meta_gradient(learner, theta, episode)
+        theta = {n: w - eps * grads[n] for n, w in theta.items()}
+        assert i < 2
+    for n in meta:
+        torch.testing.assert_close(meta[n], theta[n], rtol=1e-6, atol=1e-7)
+
+
+def test_adam_is_the_outer_optimiser_of_maml() -> None:
+    """The first Adam step moves every weight by outer_lr * sign(grad) (m/sqrt(v) = sign)."""
+    config = small(iterations=1, outer_lr=1e-3)
+    meta, _ = fit(config, progress=False)
+    init = sinusoid_mlp(config.seed).state_dict()
+    for n, w in meta.items():
+        step = (init[n] - w).abs()
+        torch.testing.assert_close(step, torch.full_like(step, 1e-3), rtol=1e-3, atol=1e-6)
+
+
+def test_history_roundtrip_and_subsample() -> None:
+    _, hist = fit(small(iterations=25), progress=False)
+    assert History.from_tensors(hist.to_tensors()) == hist
+    sub = hist.subsample(10)
+    assert sub.iterations == [0, 10, 20, 24] and sub.every == 10
+    assert sub.loss == [hist.loss[i] for i in (0, 10, 20, 24)]
+    assert all(math.isfinite(g) and g > 0 for g in hist.grad_norm)
+
+
+def test_real_training_reduces_query_loss_float32() -> None:
+    config = TrainConfig.for_problem("sinusoid", "maml", iterations=300, checkpoint_every=300)
+    meta, hist = fit(config, progress=False)
+    assert meta["out.weight"].dtype == torch.float32
+    first, last = sum(hist.loss[:30]) / 30, sum(hist.loss[-30:]) / 30
+    assert last < 0.7 * first, (first, last)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("inner_lr", float("nan"), r"inner_lr must be a finite number in \[0, inf\)"),
+        ("inner_lr", -0.01, r"inner_lr must be in \[0, inf\), got -0.01"),
+        ("outer_lr", float("inf"), r"outer_lr must be a finite number in \(0, inf\)"),
+        ("outer_lr", -1e-3, r"outer_lr must be in \(0, inf\), got -0.001"),
+        ("outer_lr", 0.0, r"outer_lr must be in \(0, inf\), got 0.0"),
+        ("inner_steps", -1, r"inner_steps must be in \[0, inf\), got -1"),
+        ("shots", 0, r"shots must be in \[1, inf\), got 0"),
+        ("query_shots", 0, r"query_shots must be in \[1, inf\), got 0"),
+        ("meta_batch", 2.5, r"meta_batch must be an integer in \[1, inf\)"),
+        ("algorithm", "mamal", r"algorithm must be one of: .*maml.*; got 'mamal'"),
+        ("problem", "cosine", r"problem must be one of: .*sinusoid.*; got 'cosine'"),
+        ("dtype", "float16", r"dtype must be one of \('float32', 'float64'\)"),
+    ],
+)
+def test_config_rejects_bad_values(field: str, value, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{field: value})
+
+
+def test_pretrained_trains_with_zero_inner_steps() -> None:
+    assert TrainConfig.for_problem("sinusoid", "pretrained").inner_steps == 0
+    with pytest.raises(ValueError, match="inner_steps must be 0 for 'pretrained', got 1"):
+        TrainConfig(algorithm="pretrained", inner_steps=1)
+
+
+def test_config_dict_roundtrip() -> None:
+    config = small(algorithm="reptile", options={"inner_optimizer": "adam"})
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match=r"unknown TrainConfig fields: \['lr'\]"):
+        TrainConfig.from_dict({**config.to_dict(), "lr": 1.0})
+    with pytest.raises(ValueError, match="inner_optimizer must be 'sgd' or 'adam'"):
+        small(algorithm="reptile", options={"inner_optimizer": "rmsprop"})
