@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from mamlviz.errors import check_range
+
 TRAIN_FIELDS = (
     "inner_lr",
     "inner_steps",
@@ -58,6 +60,7 @@ def _options(pairs: list[str]) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> int:
     from mamlviz.train import TrainConfig, fit
 
+    check_range("--threads", args.threads, 1, integer=True)
     torch.set_num_threads(args.threads)
     overrides = {f: getattr(args, f) for f in TRAIN_FIELDS if getattr(args, f) is not None}
     config = TrainConfig.for_problem(
@@ -69,7 +72,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     command = shlex.join(["python", "-m", "mamlviz", *sys.argv[1:]])
     _, history = fit(config, out, resume=args.resume, progress=not args.quiet, command=command)
     print(f"trained {config.algorithm} on {config.problem}: {len(history)} iterations -> {out}")
-    print(f"final mean query loss (last 100 iterations): {sum(history.loss[-100:]) / 100:.4f}")
+    tail = history.loss[-100:]
+    print(f"mean query loss over the last {len(tail)} iterations: {sum(tail) / len(tail):.4f}")
     return 0
 
 
@@ -77,6 +81,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from mamlviz import checkpoint, hub
     from mamlviz.evaluate import evaluate_checkpoint
 
+    check_range("--threads", args.threads, 1, integer=True)
     torch.set_num_threads(args.threads)
     loaded = hub.load(args.checkpoint)
     result = evaluate_checkpoint(
@@ -97,7 +102,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from mamlviz import hub
 
-    hub.export(args.run, args.out, history_every=args.history_every)
+    hub.export(
+        args.run, args.out, history_every=args.history_every, snapshot_every=args.snapshot_every
+    )
     print(f"exported {args.run} -> {args.out}")
     return 0
 
@@ -143,7 +150,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue --out if it exists")
     t.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.set_defaults(run=cmd_train)
+    t.set_defaults(handler=cmd_train)
 
     e = sub.add_parser("evaluate", help="MAML-paper evaluation of a checkpoint")
     e.add_argument("checkpoint", help="a shipped name (see `list`) or a file")
@@ -156,19 +163,20 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--write", action="store_true", help="store the result in the checkpoint")
     e.add_argument("--threads", type=int, default=1)
     e.add_argument("--quiet", action="store_true")
-    e.set_defaults(run=cmd_evaluate)
+    e.set_defaults(handler=cmd_evaluate)
 
     x = sub.add_parser("export", help="a small shippable copy of a training checkpoint")
     x.add_argument("run")
     x.add_argument("--out", required=True)
     x.add_argument("--history-every", type=int, default=100)
-    x.set_defaults(run=cmd_export)
+    x.add_argument("--snapshot-every", type=int, default=5000)
+    x.set_defaults(handler=cmd_export)
 
     b = sub.add_parser("bench", help="speed and memory benchmarks")
     b.add_argument("--suite", default="sinusoid")
     b.add_argument("--json", action="store_true")
     b.add_argument("--quick", action="store_true")
-    b.set_defaults(run=cmd_bench)
+    b.set_defaults(handler=cmd_bench)
 
     sub.add_parser("list", help="problems, algorithms, shipped checkpoints").set_defaults(
         run=cmd_list
@@ -179,7 +187,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.handler(args)
     except ValueError as err:  # includes CheckpointError: a clear message, no traceback
         print(f"mamlviz {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -24,8 +24,11 @@ from torch.func import grad
 from mamlviz.derivation import exact_meta_gradient, fomaml_gradient, inner_step
 from mamlviz.functional import LossFn, Params, make_loss, params_of
 from mamlviz.implicit import conjugate_gradient, hvp
+from mamlviz.inner import Trajectory, adapt
+from mamlviz.landscape import Plane, filter_normalized
 from mamlviz.models import MLP
-from mamlviz.tasks.episode import Episode
+from mamlviz.rules import SGD
+from mamlviz.tasks.episode import Episode, Examples
 from mamlviz.tasks.sinusoid import SinusoidTasks
 
 
@@ -185,17 +188,64 @@ def check_conjugate_gradient(
     return close(fn(matvec, b, 4), conjugate_gradient(matvec, b, 4))
 
 
-# --- chapter 00: warm-up -----------------------------------------------------------------
+# --- chapters 00-02: tasks and the inner loop ------------------------------------------------
 
 
-@exercise(
-    "sinusoid_episode", hint="SinusoidTasks().sample(generator, shots=5, query_shots=10, ...)"
-)
-def check_sinusoid_episode(episode: Episode) -> Result:
-    """An ``Episode`` of ONE sinusoid task with 5 support and 10 query points."""
-    (xs, ys), (xq, yq) = episode
+@exercise("sinusoid_episode", hint="y = amplitude * sin(x - phase); Episode(Examples, Examples)")
+def check_sinusoid_episode(answer: Any) -> Result:
+    """Either ``fn(amplitude, phase, x_support, x_query) -> Episode`` (chapter 01), or an
+    ``Episode`` value of ONE sinusoid task with 5 support and 10 query points (chapter 00)."""
+    if callable(answer):
+        g = torch.Generator().manual_seed(7)
+        xs, xq = 10 * torch.rand(5, 1, generator=g) - 5, 10 * torch.rand(10, 1, generator=g) - 5
+        y = lambda x: 2.5 * torch.sin(x - 0.7)
+        expected = Episode(Examples(xs, y(xs)), Examples(xq, y(xq)))
+        flat = lambda ep: {f"{p}.{v}": getattr(getattr(ep, p), v) for p in ep._fields for v in "xy"}
+        return close(flat(answer(2.5, 0.7, xs, xq)), flat(expected), rtol=1e-5)
+    (xs, ys), (xq, yq) = answer
     shapes = [tuple(t.shape) for t in (xs, ys, xq, yq)]
     if shapes != [(5, 1), (5, 1), (10, 1), (10, 1)]:
         return Result(False, f" (shapes {shapes}, expected support [5, 1] and query [10, 1])")
     in_range = bool((xs.abs() <= 5).all() and (ys.abs() <= 5).all())
     return Result(in_range, "" if in_range else " (x and y must lie in [-5, 5])")
+
+
+@exercise("zero_predictor_mse", hint="E[A^2 sin^2(x - phase)] = E[A^2] / 2, A ~ U[0.1, 5]")
+def check_zero_predictor_mse(value: float) -> Result:
+    """The expected MSE of predicting 0 on the MAML sinusoid task distribution."""
+    return close(float(value), (5**3 - 0.1**3) / (3 * 4.9) / 2, rtol=1e-3)
+
+
+@exercise("adaptation_losses", hint="adapt(..., record=trajectory.record); trajectory.losses")
+def check_adaptation_losses(fn: Callable[[LossFn, Params, Any, float, int], list]) -> Result:
+    """``fn(loss_fn, theta, support, inner_lr, inner_steps)`` -> support losses at phi_0..phi_k."""
+    loss_fn, theta, episode = problem(8)
+    trajectory = Trajectory()
+    adapt(loss_fn, theta, episode.support, SGD(0.05), 3, record=trajectory.record)
+    return close(
+        [float(v) for v in fn(loss_fn, theta, episode.support, 0.05, 3)], trajectory.losses
+    )
+
+
+# --- chapter 04: loss landscapes -----------------------------------------------------------
+
+
+@exercise("project_to_plane", hint="solve the 2 x 2 normal equations [d_i . d_j] (a, b) = d_i . v")
+def check_project_to_plane(fn: Callable[[Params, Params, Params, Params], tuple]) -> Result:
+    """``fn(origin, d1, d2, params) -> (a, b)``: least-squares coordinates in the plane."""
+    _, origin, _ = problem(9)
+    g = torch.Generator().manual_seed(9)
+    rand = lambda: {n: torch.randn(w.shape, generator=g, dtype=w.dtype) for n, w in origin.items()}
+    d1, d2, params = rand(), rand(), rand()
+    return close(list(fn(origin, d1, d2, params)), list(Plane(origin, d1, d2).project(params)))
+
+
+@exercise(
+    "filter_normalized", hint="scale each row of d to the norm of the same row of w; biases 0"
+)
+def check_filter_normalized(fn: Callable[[Params, Params], Params]) -> Result:
+    """``fn(direction, weights)``: Li et al. (2018) filter normalisation, biases set to zero."""
+    _, weights, _ = problem(10)
+    g = torch.Generator().manual_seed(10)
+    d = {n: torch.randn(w.shape, generator=g, dtype=w.dtype) for n, w in weights.items()}
+    return close(fn(d, weights), filter_normalized(d, weights), rtol=1e-6, atol=1e-9)

@@ -1,7 +1,7 @@
 """Shipped checkpoints for the notebooks: ``hub.load("sinusoid-maml").learner()``.
 
 The files in ``mamlviz/checkpoints/`` are made from training runs by :func:`export`: meta-params,
-the history subsampled to every 100th iteration plus the snapshots, and the full metadata
+the history at every 100th iteration with snapshots every 5,000th, and the full metadata
 (config, exact command, wall time, hardware, evaluation). They hold no optimiser or RNG state, so
 they cannot be resumed; the training runs under ``runs/`` can.
 """
@@ -97,13 +97,19 @@ def load(name_or_path: str | os.PathLike[str]) -> Checkpoint:
 
 
 def export(
-    run: str | os.PathLike[str], out: str | os.PathLike[str], *, history_every: int = 100
+    run: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    history_every: int = 100,
+    snapshot_every: int = 5000,
 ) -> None:
-    """A small shippable copy of training checkpoint ``run``: no optimiser/RNG state, history
-    subsampled to every ``history_every``-th iteration (all snapshots kept)."""
+    """A small shippable copy of training checkpoint ``run``: no optimiser or RNG state; the
+    history kept every ``history_every``-th iteration, snapshots every ``snapshot_every``-th."""
     data = ckpt.load(run)
-    history = History.from_tensors(data.tensors["history"]).subsample(history_every)
-    metadata = {**data.metadata, "shipped": {"history_every": history_every, "resumable": False}}
+    full = History.from_tensors(data.tensors["history"])
+    history = full.subsample(history_every, snapshot_every)
+    shipped = {"history_every": history_every, "snapshot_every": snapshot_every}
+    metadata = {**data.metadata, "shipped": {**shipped, "resumable": False}}
     metadata.pop("evaluation", None)  # evaluate the shipped file itself (evaluate --write)
     tensors = {"meta": data.tensors["meta"], "history": history.to_tensors()}
     ckpt.save(out, metadata, tensors)

@@ -7,7 +7,7 @@ The inner problem is proximal, solved to near convergence by ``adapt``:
 Its stationarity condition gives d\phi/d\theta = (I + H/\lambda)^{-1}, H = \nabla^2 L_support(\phi),
 so the meta-gradient needs only \phi, not the path that reached it:
 
-    g = (I + H/\lambda)^{-1} \nabla_\phi L_query(\phi)            (iMAML eq. 7)
+    g = (I + H/\lambda)^{-1} \nabla_\phi L_query(\phi)            (iMAML, Lemma 1)
 
 solved with ``cg_steps`` of conjugate gradient on Hessian-vector products, or exactly with a
 dense solve for small models. \theta is detached inside the inner loop, so no graph is kept

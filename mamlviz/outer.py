@@ -58,6 +58,7 @@ def meta_step(
     Returns the per-task query losses (detached).
     """
     grads, losses = meta_gradient(learner, meta, episode, batched=batched)
+    losses = losses.detach()
     mean_loss = float(losses.mean())
     if not torch.isfinite(losses).all() or not all(torch.isfinite(g).all() for g in grads.values()):
         raise DivergenceError("meta-iteration", iteration, mean_loss, "lower inner_lr or outer_lr")
@@ -65,4 +66,4 @@ def meta_step(
     for n, w in meta.items():
         w.grad = grads[n].detach()
     optimizer.step()
-    return losses.detach()
+    return losses

@@ -144,7 +144,9 @@ class Kronecker:
       over the flattened filter axis ``f = k * k``;
     * bias and other vectors:              ``MC(g) = m (.) g``.
 
-    Factors start at the identity (vectors at ones), so at initialisation this is exactly
+    (The paper writes ``M_in G M_out`` for TensorFlow's ``[in, out]`` weights; PyTorch stores
+    ``[out, in]``, so the same map reads ``M_out G M_in``.) Factors start at the identity
+    (vectors at ones), so at initialisation this is exactly
     MAML's SGD rule (tested). They are stored as ``rule.mc_out.<name>``, ``rule.mc_in.<name>``,
     ``rule.mc_f.<name>`` and ``rule.mc_vec.<name>`` and meta-learned through the second-order
     meta-gradient.

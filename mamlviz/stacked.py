@@ -74,6 +74,15 @@ def stack(meta: Params, tasks: int) -> Params:
     return {n: w.expand(tasks, *w.shape) for n, w in meta.items()}
 
 
+def supports(learner: Learner) -> bool:
+    """Whether :func:`meta_gradient` can run ``learner`` (else use ``outer.meta_gradient``)."""
+    return (
+        isinstance(learner.model, ConvNet)
+        and learner.support_loss is None
+        and learner.strategy in (unrolled, reptile)
+    )
+
+
 def stacked_learner(learner: Learner) -> Learner:
     """``learner`` with its loss replaced by the summed per-task loss over stacked weights."""
     net = learner.model

@@ -147,16 +147,23 @@ class History:
             )
         )
 
-    def subsample(self, every: int) -> History:
-        """Every ``every``-th iteration (and the last); snapshots are all kept."""
+    def subsample(self, every: int, snapshot_every: int | None = None) -> History:
+        """Every ``every``-th iteration (and the last); snapshots every ``snapshot_every``-th
+        iteration (and the last; all of them if ``None``)."""
         check_range("every", every, 1, integer=True)
         keep = [j for j, it in enumerate(self.iterations) if it % every == 0 or j == len(self) - 1]
+        snaps = self.snapshot_iterations
+        kept = [
+            j
+            for j, it in enumerate(snaps)
+            if snapshot_every is None or it % snapshot_every == 0 or j == len(snaps) - 1
+        ]
         return History(
             [self.iterations[j] for j in keep],
             [self.loss[j] for j in keep],
             [self.grad_norm[j] for j in keep],
-            list(self.snapshot_iterations),
-            list(self.snapshots),
+            [snaps[j] for j in kept],
+            [self.snapshots[j] for j in kept],
             every * self.every,
         )
 

@@ -21,10 +21,11 @@ from browser.lab import CHROMIUM_FLAGS, Lab, chromium_path, start_lab
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-CHAPTERS = ["02", "03", "04"]  # chapter prefixes of notebooks/NN_*.ipynb to drive
+# Chapter prefixes of notebooks/NN_*.ipynb to drive; MAMLVIZ_BROWSER_CHAPTERS="05,06" overrides.
+CHAPTERS = os.environ.get("MAMLVIZ_BROWSER_CHAPTERS", "02,03,04").split(",")
 RUN_ALL_TIMEOUT = float(os.environ.get("MAMLVIZ_BROWSER_TIMEOUT", "300"))
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def unavailable(reason: str) -> None:
@@ -126,3 +127,4 @@ def test_chapter_runs_and_first_slider_updates(prefix: str, lab: Lab, browser) -
         assert not errors, f"{path.name}: moving the slider raised:\n{errors[0][:2000]}"
     finally:
         page.close()
+        lab.shutdown_kernels()

@@ -125,3 +125,24 @@ def test_linear_model_hand_derived_values() -> None:
     # Taylor: L_q(w) = 1, grad L_s(w) = -2, grad L_q(w) = 4 -> 1 - 0.1 * (-8) = 1.8 vs 1.96.
     taylor = d.taylor_objective(loss_fn, theta, episode, 0.1)
     assert (taylor.exact, taylor.approx) == pytest.approx((1.96, 1.8))
+
+
+def test_first_order_widget_updates_figure_and_status() -> None:
+    import matplotlib
+
+    from mamlviz.viz import derivation as view
+
+    matplotlib.use("Agg")
+    net = view.load_sinusoid("no-such-checkpoint")  # falls back to a fresh network
+    assert net.source.startswith("fresh init")
+    box, parts = view.first_order_widget(net, seed=0, inner_lr=0.01)
+    assert view.MAIN_CLASS in box._dom_classes
+    status, marker = parts["status"].value, parts["figure"].data[2].y
+    parts["inner_lr"].value = 0.05
+    assert parts["status"].value != status and parts["figure"].data[2].y != marker
+    curve = parts["figure"].data[0].y
+    parts["task"].value = 3
+    assert parts["figure"].data[0].y != curve
+    episode = view.sinusoid_task(0)
+    assert view.plot_first_order_error(net, episode).axes
+    assert view.plot_taylor_error(net, episode).axes

@@ -6,8 +6,11 @@ import pytest
 import torch
 from torch.func import grad
 
-from mamlviz import derivation, exercises
+from mamlviz import derivation, exercises, taylor
+from mamlviz.functional import tree_dot, tree_sub
 from mamlviz.implicit import conjugate_gradient, hvp
+from mamlviz.landscape import Plane, filter_normalized
+from mamlviz.tasks.episode import Episode, Examples
 from mamlviz.tasks.sinusoid import SinusoidTasks
 
 RIGHT = {
@@ -24,7 +27,18 @@ RIGHT = {
     "meta_sgd_step": lambda theta, g, lrs: {n: theta[n] - lrs[n] * g[n] for n in theta},
     "conjugate_gradient": conjugate_gradient,
     "sinusoid_episode": SinusoidTasks().sample(torch.Generator().manual_seed(0), 5, 10, 1).task(0),
+    "zero_predictor_mse": (5**3 - 0.1**3) / (3 * 4.9) / 2,
+    "adaptation_losses": lambda loss_fn, theta, support, lr, steps: [
+        float(loss_fn(p, support)) for p in taylor.sgd_path(loss_fn, theta, [support] * steps, lr)
+    ],
+    "project_to_plane": lambda o, d1, d2, p: Plane(o, d1, d2).project(p),
+    "filter_normalized": filter_normalized,
 }
+
+# chapter 01's function form of the episode exercise
+EPISODE_FN = lambda a, phase, xs, xq: Episode(
+    Examples(xs, a * torch.sin(xs - phase)), Examples(xq, a * torch.sin(xq - phase))
+)
 
 WRONG = {
     # the query loss instead of the support loss
@@ -44,9 +58,13 @@ WRONG = {
     "meta_sgd_step": lambda theta, g, lrs: {n: theta[n] - lrs[n].mean() * g[n] for n in theta},
     "conjugate_gradient": lambda matvec, b, steps: b,
     "sinusoid_episode": SinusoidTasks().sample(torch.Generator().manual_seed(0), 10, 5, 1).task(0),
+    "zero_predictor_mse": 4.9,
+    "adaptation_losses": lambda loss_fn, theta, support, lr, steps: [1.0] * (steps + 1),
+    "project_to_plane": lambda o, d1, d2, p: (tree_dot(d1, tree_sub(p, o)), 0.0),
+    "filter_normalized": lambda d, w: d,
 }
 
-VALUES = {"sinusoid_episode"}  # checkers that take a value, not a function
+VALUES = {"sinusoid_episode", "zero_predictor_mse"}  # checkers that take a value
 
 
 @pytest.fixture(autouse=True)
@@ -94,3 +112,10 @@ def test_a_crashing_or_malformed_answer_never_raises(capsys: pytest.CaptureFixtu
     assert capsys.readouterr().out.startswith("wrong:")
     assert exercises.check_sinusoid_episode(...) is False
     assert capsys.readouterr().out.startswith("not done yet:")
+
+
+def test_episode_checker_takes_chapter_01_function_form(capsys: pytest.CaptureFixture[str]) -> None:
+    assert exercises.check_sinusoid_episode(EPISODE_FN) is True
+    wrong = lambda a, phase, xs, xq: EPISODE_FN(a, -phase, xs, xq)  # sin(x + phase)
+    assert exercises.check_sinusoid_episode(wrong) is False
+    assert "Hint:" in capsys.readouterr().out

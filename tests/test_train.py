@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mamlviz.algorithms import make_learner
-from mamlviz.checkpoint import CheckpointError
+from mamlviz.checkpoint import CheckpointError, load
 from mamlviz.models import sinusoid_mlp
 from mamlviz.outer import meta_gradient
 from mamlviz.tasks.sinusoid import SinusoidTasks
@@ -52,8 +52,6 @@ def test_resume_after_stop_equals_uninterrupted(tmp_path, algorithm: str) -> Non
     path = tmp_path / "run.pt"
     # "Killed" at iteration 27: the last checkpoint is from iteration 20.
     fit(config, path, progress=False, stop_after=27)
-    from mamlviz.checkpoint import load
-
     assert load(path).metadata["iteration"] == 20
     meta_resumed, hist_resumed = fit(config, path, progress=False)
     assert same_weights(meta_resumed, meta_full)
@@ -76,24 +74,24 @@ def test_reptile_outer_step_is_interpolation_with_linearly_annealed_eps() -> Non
     )
     theta = learner.init_meta()
     generator, tasks = torch.Generator().manual_seed(config.seed), SinusoidTasks()
-    for i, eps in enumerate([0.8, 0.4]):
+    for eps in [0.8, 0.8 * (1 - 1 / 2)]:
         episode = tasks.sample(generator, config.shots, config.query_shots, config.meta_batch)
-        with torch.random.fork_rng(devices=[]):
-            grads, _ = meta_gradient(learner, theta, episode)
+        grads, _ = meta_gradient(learner, theta, episode)
         theta = {n: w - eps * grads[n] for n, w in theta.items()}
-        assert i < 2
     for n in meta:
         torch.testing.assert_close(meta[n], theta[n], rtol=1e-6, atol=1e-7)
 
 
 def test_adam_is_the_outer_optimiser_of_maml() -> None:
-    """The first Adam step moves every weight by outer_lr * sign(grad) (m/sqrt(v) = sign)."""
+    """Adam's first step moves each weight by outer_lr * sign(grad) (m / sqrt(v) = sign): by
+    exactly 1e-3 where the meta-gradient is non-zero (not by lr * |grad| as SGD would)."""
     config = small(iterations=1, outer_lr=1e-3)
     meta, _ = fit(config, progress=False)
     init = sinusoid_mlp(config.seed).state_dict()
-    for n, w in meta.items():
-        step = (init[n] - w).abs()
-        torch.testing.assert_close(step, torch.full_like(step, 1e-3), rtol=1e-3, atol=1e-6)
+    steps = torch.cat([(init[n] - w).abs().flatten() for n, w in meta.items()])
+    moved = steps > 0
+    assert moved.float().mean() > 0.5  # dead ReLU units get no gradient and stay put
+    torch.testing.assert_close(steps[moved], torch.full_like(steps[moved], 1e-3), rtol=1e-3, atol=0)
 
 
 def test_history_roundtrip_and_subsample() -> None:

@@ -115,7 +115,7 @@ def test_animation_has_a_frame_per_step_and_a_play_button(explorer) -> None:
     assert fig.layout.updatemenus[0].buttons[0].label == "play"
     # last frame: MAML curve after all steps, path with every step
     last = fig.frames[-1]
-    assert list(last.data[0].y) == pytest.approx(explorer.outcomes["MAML"].curves[-1].tolist())
+    assert list(last.data[2].y) == pytest.approx(explorer.outcomes["MAML"].curves[-1].tolist())
     assert len(last.data[-1].x) == explorer.value("inner_steps") + 1
 
 
@@ -204,3 +204,11 @@ def test_task_explorer_first_slider_and_numbers(inits) -> None:
     y = sinusoid(explorer.x_query, 4.0, explorer.sliders["phase"].value)
     zero_mse = float((y**2).mean())
     assert _numbers(explorer.readout.value)[-1] == pytest.approx(zero_mse, abs=1.5e-3)
+
+
+def test_main_widgets_carry_the_main_class(explorer, inits) -> None:
+    model, params = inits
+    land = LandscapeExplorer(model, params, inner_steps=2, grid=5)
+    tasks = vs.TaskExplorer(model, params["pretrained"])
+    for widget in (explorer.widget, land.widget, tasks.widget):
+        assert common.MAIN_CLASS in widget._dom_classes

@@ -45,18 +45,28 @@ def random_episode(query_shots: int, seed: int = 0) -> Episode:
     return Episode(examples(shots), examples(query_shots))
 
 
-def median_ms(fn: Callable[[], Any], repeats: int) -> float:
+def median_ms(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    """Median wall time and median CPU time of this process (all threads), in ms.
+
+    CPU time is reported too because on a shared machine the wall time also counts the time
+    other processes hold the cores; CPU time does not.
+    """
     fn()  # warm-up: lazy initialisation, allocator
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return 1000 * statistics.median(wall), 1000 * statistics.median(cpu)
 
 
 def api_latency(repeats: int) -> dict[str, Any]:
-    """Warm and cold latency of load + sample + adapt(3) + predict, in ms."""
+    """Warm and cold latency of load + sample + adapt(3) + predict, in ms, on ONE thread.
+
+    One thread: each op is on 5-10 images, too small for a second thread to pay (measured:
+    2 threads were slower on a loaded machine).
+    """
     from mamlviz.omniglot_api import SHIPPED, load_demo
 
     name = "omniglot-maml-5w1s"
@@ -67,16 +77,27 @@ def api_latency(repeats: int) -> dict[str, Any]:
     except (OSError, RuntimeError) as err:
         return {"api_skipped": f"Omniglot images not available ({err})"}
 
-    def once(seed: int) -> float:
-        start = time.perf_counter()
+    def once(seed: int) -> None:
         demo = load_demo(name)
         result = demo.adapt(demo.sample(seed), steps=3)
         assert len(result.accuracy) == 4
-        return 1000 * (time.perf_counter() - start)
 
-    cold = once(0)
-    warm = statistics.median(once(seed) for seed in range(1, repeats + 1))
-    return {"api_cold_ms": round(cold, 1), "api_ms": round(warm, 1), "api_bar_ms": 300}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        start = time.perf_counter()
+        once(0)
+        cold = 1000 * (time.perf_counter() - start)
+        seeds = iter(range(1, repeats + 2))
+        warm, cpu = median_ms(lambda: once(next(seeds)), repeats)
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "api_cold_ms": round(cold, 1),
+        "api_ms": round(warm, 1),
+        "api_cpu_ms": round(cpu, 1),
+        "api_bar_ms": 300,
+    }
 
 
 def run(quick: bool = False, threads: int = 2) -> dict[str, Any]:
@@ -94,16 +115,20 @@ def run(quick: bool = False, threads: int = 2) -> dict[str, Any]:
     rows = []
     for query_shots in (1, 15):
         episode = random_episode(query_shots)
-        loop = median_ms(
+        loop, loop_cpu = median_ms(
             lambda ep=episode: meta_gradient(learner, meta, ep, batched=False), repeats
         )
-        fast = median_ms(lambda ep=episode: stacked.meta_gradient(learner, meta, ep), repeats)
+        fast, fast_cpu = median_ms(
+            lambda ep=episode: stacked.meta_gradient(learner, meta, ep), repeats
+        )
         rows.append(
             {
                 "query_shots": query_shots,
                 "loop_ms": round(loop, 1),
                 "stacked_ms": round(fast, 1),
                 "speedup": round(loop / fast, 2),
+                "loop_cpu_ms": round(loop_cpu, 1),
+                "stacked_cpu_ms": round(fast_cpu, 1),
             }
         )
     result: dict[str, Any] = {
@@ -114,16 +139,17 @@ def run(quick: bool = False, threads: int = 2) -> dict[str, Any]:
         **api_latency(repeats=2 if quick else 5),
     }
     lines = [f"Omniglot 5w1s MAML meta-gradient, meta-batch 32, {threads} threads (ms/iteration)"]
-    lines += ["  query/class      loop   stacked   speedup"]
+    lines += ["  query/class      loop   stacked   speedup   (CPU ms: loop, stacked)"]
     lines += [
         f"  {r['query_shots']:>11} {r['loop_ms']:>9.0f} {r['stacked_ms']:>9.0f}"
-        f" {r['speedup']:>8.2f}x"
+        f" {r['speedup']:>8.2f}x   ({r['loop_cpu_ms']:.0f}, {r['stacked_cpu_ms']:.0f})"
         for r in rows
     ]
     if "api_ms" in result:
         lines.append(
             f"  notebook API (load, sample, adapt 3 steps, predict):"
-            f" {result['api_ms']:.0f} ms warm, {result['api_cold_ms']:.0f} ms cold (bar 300 ms)"
+            f" {result['api_ms']:.0f} ms warm ({result['api_cpu_ms']:.0f} ms CPU),"
+            f" {result['api_cold_ms']:.0f} ms cold, 1 thread (bar 300 ms)"
         )
     else:
         lines.append(f"  notebook API: skipped ({result['api_skipped']})")

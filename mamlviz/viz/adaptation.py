@@ -28,7 +28,7 @@ from mamlviz.landscape import plane_through, surface
 from mamlviz.rules import SGD
 from mamlviz.tasks.episode import Episode, Examples
 from mamlviz.tasks.sinusoid import SinusoidTasks, sinusoid
-from mamlviz.viz.common import Status, fmt, guarded, readout, slider
+from mamlviz.viz.common import MAIN_CLASS, Status, fmt, guarded, readout, slider
 from mamlviz.viz.sinusoid import (
     fit_figure,
     mpl_adaptation,
@@ -93,6 +93,7 @@ class AdaptationExplorer:
             [*self.sliders.values(), self.readout, self.status.widget, self.figure],
             layout=widgets.Layout(width="920px"),
         )
+        self.widget.add_class(MAIN_CLASS)
         callback()
 
     def value(self, name: str) -> float:

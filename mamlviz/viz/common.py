@@ -29,6 +29,8 @@ COLORS = {
     "scratch": "#7f7f7f",
 }
 TRUTH_COLOR = "#2ca02c"
+# CSS class of a chapter's main widget (the browser test finds the widget by it).
+MAIN_CLASS = "mamlviz-main"
 
 
 def color(name: str) -> str:

@@ -31,7 +31,7 @@ from mamlviz.landscape import Plane, plane_through, surface
 from mamlviz.rules import SGD
 from mamlviz.tasks.episode import Examples
 from mamlviz.tasks.sinusoid import SinusoidTasks, sinusoid
-from mamlviz.viz.common import Status, color, guarded, readout, slider
+from mamlviz.viz.common import MAIN_CLASS, Status, color, guarded, readout, slider
 
 Paths = Mapping[str, Tensor]  # name -> [steps + 1, 2] plane coordinates
 
@@ -157,6 +157,7 @@ class LandscapeExplorer:
             [*self.sliders.values(), self.readout, self.status.widget, self.figure],
             layout=widgets.Layout(width="1000px"),
         )
+        self.widget.add_class(MAIN_CLASS)
         callback()
 
     def _slice(self, name: str, other: str, inner_lr: float, grid: int) -> Slice:

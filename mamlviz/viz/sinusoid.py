@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from mamlviz.functional import Params, call
 from mamlviz.tasks.episode import Examples
 from mamlviz.tasks.sinusoid import SinusoidTasks, sinusoid
-from mamlviz.viz.common import TRUTH_COLOR, color, readout, slider
+from mamlviz.viz.common import MAIN_CLASS, TRUTH_COLOR, color, readout, slider
 
 Curves = Mapping[str, Tensor]
 
@@ -127,50 +127,54 @@ def plotly_adaptation_animation(
     """
     steps = min(len(c) for c in curves.values())
     xs, cols = _np(x), 1 if plane is None else 2
-    titles = ("function space", "parameter space (a plane)")[:cols]
-    fig = make_subplots(rows=1, cols=cols, subplot_titles=titles)
-    fig.add_trace(go.Scatter(x=xs, y=_np(truth), name="ground truth",
-                             line=dict(color=TRUTH_COLOR, width=4)), 1, 1)  # fmt: skip
-    fig.add_trace(go.Scatter(x=_np(support.x), y=_np(support.y), mode="markers",
-                             name="support", marker=dict(color="black", size=8)), 1, 1)  # fmt: skip
-    for name, c in curves.items():
-        fig.add_trace(go.Scatter(x=xs, y=_np(c[0]), name=name, line=dict(color=color(name))), 1, 1)
-    moving = list(range(2, 2 + len(curves)))
     if plane is not None:
         a, b, z, paths = plane
         z_log = torch.log10(torch.nan_to_num(z, nan=1e6, posinf=1e6).clamp(1e-4, 1e6))
-        fig.add_trace(go.Contour(x=_np(a), y=_np(b), z=z_log.tolist(), colorscale="Viridis",
-                                 showscale=False, name="log10 support loss"), 1, 2)  # fmt: skip
-        for name, p in paths.items():
-            fig.add_trace(
-                go.Scatter(
-                    x=_np(p[:1, 0]),
-                    y=_np(p[:1, 1]),
-                    mode="lines+markers",
-                    name=f"{name} path",
-                    line=dict(color=color(name)),
-                ),
-                1,
-                2,
-            )
-        moving += list(range(3 + len(curves), 3 + len(curves) + len(paths)))
-        fig.update_xaxes(range=[float(a[0]), float(a[-1])], row=1, col=2)
-        fig.update_yaxes(range=[float(b[0]), float(b[-1])], row=1, col=2)
+        contour = go.Contour(
+            x=_np(a),
+            y=_np(b),
+            z=z_log.tolist(),
+            colorscale="Viridis",
+            showscale=False,
+            name="log10 support loss",
+            xaxis="x2",
+            yaxis="y2",
+        )
 
-    def frame_data(k: int) -> list[go.Scatter]:
-        data = [go.Scatter(y=_np(c[k])) for c in curves.values()]
+    def traces(k: int) -> list[go.Scatter | go.Contour]:
+        # Every frame carries every trace: frames holding a subset of traces make plotly.js
+        # drop the contour of the second panel when the animation plays.
+        data = [
+            go.Scatter(x=xs, y=_np(truth), name="ground truth",
+                       line=dict(color=TRUTH_COLOR, width=4)),
+            go.Scatter(x=_np(support.x), y=_np(support.y), mode="markers", name="support",
+                       marker=dict(color="black", size=8)),
+        ]  # fmt: skip
+        data += [
+            go.Scatter(x=xs, y=_np(c[k]), name=name, line=dict(color=color(name)))
+            for name, c in curves.items()
+        ]
         if plane is not None:
+            data.append(contour)
             data += [
-                go.Scatter(x=_np(p[: k + 1, 0]), y=_np(p[: k + 1, 1])) for p in plane[3].values()
-            ]
+                go.Scatter(x=_np(p[: k + 1, 0]), y=_np(p[: k + 1, 1]), mode="lines+markers",
+                           name=f"{name} path", line=dict(color=color(name)),
+                           xaxis="x2", yaxis="y2")
+                for name, p in paths.items()
+            ]  # fmt: skip
         return data
 
-    frames = [
-        go.Frame(name=str(k), data=frame_data(k), traces=moving,
+    titles = ("function space", "parameter space (a plane)")[:cols]
+    fig = make_subplots(rows=1, cols=cols, subplot_titles=titles)
+    fig.add_traces(traces(0))
+    fig.frames = [
+        go.Frame(name=str(k), data=traces(k),
                  layout=go.Layout(title_text=f"{title} after {k} inner steps"))
         for k in range(steps)
     ]  # fmt: skip
-    fig.frames = frames
+    if plane is not None:
+        fig.update_xaxes(range=[float(a[0]), float(a[-1])], row=1, col=2)
+        fig.update_yaxes(range=[float(b[0]), float(b[-1])], row=1, col=2)
     y_all = torch.cat([truth.reshape(-1), *[c.reshape(-1) for c in curves.values()]])
     lo, hi = float(y_all.min()), float(y_all.max())
     pad = 0.1 * (hi - lo + 1e-6)
@@ -252,6 +256,7 @@ class TaskExplorer:
         for s in self.sliders.values():
             s.observe(lambda change: self.update(), names="value")
         self.widget = widgets.VBox([*self.sliders.values(), self.readout, fig])
+        self.widget.add_class(MAIN_CLASS)
         self.update()
 
     def update(self) -> None:

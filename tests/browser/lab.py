@@ -9,8 +9,10 @@ windowing (so every cell is in the DOM).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -55,14 +57,28 @@ class Lab:
     root: Path
     log: Path
 
+    def shutdown_kernels(self) -> None:
+        """Delete every session (and its kernel), so that chapters do not compete for CPU."""
+        with urllib.request.urlopen(f"{self.url}/api/sessions", timeout=10) as response:
+            sessions = json.loads(response.read())
+        for session in sessions:
+            request = urllib.request.Request(
+                f"{self.url}/api/sessions/{session['id']}", method="DELETE"
+            )
+            urllib.request.urlopen(request, timeout=30).close()
+
     def stop(self) -> None:
-        """Terminate the server process (and its kernels) and wait for it."""
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        """Terminate the server's process group (server and kernels) and wait for it."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.process.wait(timeout=20)
+                return
+            except subprocess.TimeoutExpired:
+                continue
 
 
 def start_lab(notebooks: Path, workdir: Path, timeout: float = 120.0) -> Lab:
@@ -91,6 +107,7 @@ def start_lab(notebooks: Path, workdir: Path, timeout: float = 120.0) -> Lab:
         "--IdentityProvider.token=",
         "--ServerApp.password=",
         "--ServerApp.allow_root=True",  # CI containers often run as root
+        "--ServerApp.disable_check_xsrf=True",  # lets the test delete sessions over REST
         "--LabApp.extension_manager=readonly",  # no PyPI look-ups
         f"--notebook-dir={root}",
         f"--LabApp.user_settings_dir={settings}",
@@ -98,7 +115,10 @@ def start_lab(notebooks: Path, workdir: Path, timeout: float = 120.0) -> Lab:
     ]
     log = workdir / "jupyterlab.log"
     with log.open("w") as out:
-        process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # Own session: stop() ends the server and the kernels it started, nothing else.
+        process = subprocess.Popen(
+            args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -11,10 +11,11 @@ import time
 
 from playwright.sync_api import Locator, Page
 
-MAIN = ".mamlviz-main"
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook tab on screen
+MAIN = f"{PANEL} .mamlviz-main"
 ERROR_OUTPUTS = (
-    '.jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"], '
-    '.jp-RenderedText[data-mime-type="application/vnd.jupyter.error"]'
+    f'{PANEL} .jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"], '
+    f'{PANEL} .jp-RenderedText[data-mime-type="application/vnd.jupyter.error"]'
 )
 NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
@@ -33,32 +34,64 @@ FIGURE_DATA_JS = """el => JSON.stringify(Array.from(el.querySelectorAll('.js-plo
 
 
 def open_notebook(page: Page, url: str, name: str) -> None:
-    """Open ``name`` in JupyterLab and wait until its kernel is idle."""
-    page.goto(f"{url}/lab/tree/{name}", wait_until="domcontentloaded")
-    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
+    """Open ``name`` alone (``?reset`` drops restored tabs) and wait until its kernel is idle."""
+    page.goto(f"{url}/lab/tree/{name}?reset", wait_until="domcontentloaded")
+    page.wait_for_selector(f"{PANEL} .jp-Cell", timeout=120_000)
+    time.sleep(2.0)  # a "Select Kernel" dialog, if any, shows up within this time
     wait_idle(page, 120)
 
 
+def accept_kernel_dialog(page: Page) -> bool:
+    """Accept JupyterLab's "Select Kernel" dialog (the notebook's own kernel) if it is open.
+
+    It can appear when the page loads before the kernel specs do; the default is right.
+    """
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    if not dialog.count():
+        return False
+    dialog.locator(".jp-Dialog-button.jp-mod-accept").first.click()
+    return True
+
+
 def wait_idle(page: Page, timeout: float) -> None:
-    """Wait for the kernel's execution indicator to read idle."""
-    page.wait_for_selector(
-        '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator[data-status="idle"]',
-        timeout=timeout * 1000,
-    )
+    """Wait for the kernel's execution indicator to read idle (accepting a kernel dialog)."""
+    indicator = page.locator(f"{PANEL} .jp-Notebook-ExecutionIndicator").first
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        accept_kernel_dialog(page)
+        if indicator.count() and indicator.get_attribute("data-status") == "idle":
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the kernel did not become idle within {timeout:.0f} s")
 
 
 def run_all(page: Page, timeout: float) -> None:
-    """Run > Run All Cells from the menu bar, then wait until every code cell has run."""
+    """Run > Run All Cells from the menu bar, then wait until execution has finished.
+
+    Finished means: the kernel reads idle, no prompt shows ``[*]``, and that stays so for 3 s.
+    JupyterLab stops "Run All" at the first cell that raises; cells left at ``[ ]`` then mean
+    the notebook failed, and the error outputs are reported.
+    """
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-    deadline = time.monotonic() + timeout
-    time.sleep(1.0)
+    deadline, quiet_since, started = time.monotonic() + timeout, None, False
+    prompts: list[str] = []
     while time.monotonic() < deadline:
-        prompts = page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
-        done = prompts and all(re.search(r"\[\d+\]", p) for p in prompts)
-        status = page.locator(".jp-Notebook-ExecutionIndicator").first.get_attribute("data-status")
-        if done and status == "idle":
+        prompts = page.locator(f"{PANEL} .jp-CodeCell .jp-InputPrompt").all_inner_texts()
+        started = started or any(re.search(r"\[(\*|\d+)\]", p) for p in prompts)
+        indicator = page.locator(f"{PANEL} .jp-Notebook-ExecutionIndicator").first
+        quiet = indicator.get_attribute("data-status") == "idle"
+        quiet = quiet and started and not any("*" in p for p in prompts)
+        quiet_since = (quiet_since or time.monotonic()) if quiet else None
+        if quiet_since is not None and time.monotonic() - quiet_since > 3.0:
+            if any(re.fullmatch(r"\[\s*\]:?", p.strip()) for p in prompts):
+                errors = error_outputs(page)
+                detail = errors[0][:2000] if errors else str(prompts)
+                raise AssertionError(f"Run All stopped before the end: {detail}")
             return
+        dialog = page.locator(".jp-Dialog")
+        if dialog.count() and not accept_kernel_dialog(page):
+            raise AssertionError(f"a dialog blocks the notebook: {dialog.first.inner_text()[:500]}")
         time.sleep(1.0)
     raise TimeoutError(f"cells still running after {timeout:.0f} s: {prompts}")
 
@@ -74,7 +107,7 @@ def main_widget(page: Page) -> Locator:
     main = page.locator(MAIN)
     if main.count():
         return main.first
-    first_slider = page.locator(".widget-slider").first
+    first_slider = page.locator(f"{PANEL} .widget-slider").first
     return first_slider.locator("xpath=ancestor::div[contains(@class,'jp-OutputArea')][1]")
 
 
