@@ -69,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.resume:
         raise ValueError(f"--out {out} exists: pass --resume to continue it, or remove it")
-    command = shlex.join(["python", "-m", "mamlviz", *sys.argv[1:]])
+    command = shlex.join(["python", "-m", "mamlviz", *args.argv])
     _, history = fit(config, out, resume=args.resume, progress=not args.quiet, command=command)
     print(f"trained {config.algorithm} on {config.problem}: {len(history)} iterations -> {out}")
     tail = history.loss[-100:]
@@ -179,13 +179,15 @@ def parser() -> argparse.ArgumentParser:
     b.set_defaults(handler=cmd_bench)
 
     sub.add_parser("list", help="problems, algorithms, shipped checkpoints").set_defaults(
-        run=cmd_list
+        handler=cmd_list
     )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
+    args.argv = argv  # recorded in checkpoints as the exact command
     try:
         return args.handler(args)
     except ValueError as err:  # includes CheckpointError: a clear message, no traceback

@@ -21,9 +21,10 @@ THIS network (4-D input, ``BatchNorm2d(track_running_stats=False)``, strided and
 paths agreed to ~1e-14, so we could not reproduce it here; but ``BatchNorm1d`` on a 2-D
 [N, C] input under vmap gave meta-gradients off by O(1) relative, even first order, while
 ``LayerNorm`` agreed. Written from basic ops, the normalisation is exact under every
-transform, and :mod:`mamlviz.stacked` needs it anyway (per-task statistics of stacked tasks).
-The convolution bias is dropped: BatchNorm subtracts each channel's
-mean, so a bias before it has exactly zero gradient and no effect.
+transform by construction, so the vmap path does not depend on a batching rule being right.
+(:mod:`mamlviz.stacked`, which uses no vmap, calls the fused ``F.batch_norm``: faster, and
+tested equal to this module's per-task loop.) The convolution bias is dropped: BatchNorm
+subtracts each channel's mean, so a bias before it has exactly zero gradient and no effect.
 """
 
 from __future__ import annotations

@@ -17,13 +17,14 @@ computed by :func:`meta_gradient_with_hessian` so that they can be seen to diffe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import grad, vjp
 
-from mamlviz.functional import LossFn, Params, tree_dot, tree_norm, tree_sub
+from mamlviz.functional import LossFn, Params, call, make_loss, tree_dot, tree_norm, tree_sub
 from mamlviz.implicit import hvp
 from mamlviz.tasks.episode import Episode
 
@@ -124,6 +125,42 @@ def taylor_objective(loss_fn: LossFn, theta: Params, episode: Episode, inner_lr:
     approx = base - inner_lr * float(tree_dot(g_s, grad(loss_fn)(theta, episode.query)))
     at_prime = base - inner_lr * float(tree_dot(g_s, grad(loss_fn)(phi, episode.query)))
     return Taylor(exact, approx, at_prime, abs(exact - approx), abs(exact - at_prime))
+
+
+def relu_pattern(model: nn.Module, params: Params, x: Tensor) -> Tensor:
+    """On/off state of every hidden unit for inputs ``x``: the sign of the pre-activations of
+    every ``nn.Linear`` but the last (the MLP applies ReLU to each of them)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)][:-1]
+    states: list[Tensor] = []
+    hooks = [m.register_forward_hook(lambda m, i, out: states.append(out > 0)) for m in linears]
+    try:
+        call(model, params, x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return torch.cat([s.flatten() for s in states])
+
+
+def kink_free_inner_lr(
+    model: nn.Module, theta: Params, episode: Episode, inner_lrs: Sequence[float]
+) -> float:
+    r"""Largest \alpha of the increasing grid ``inner_lrs`` before any ReLU unit switches on the
+    path \theta - \alpha \nabla L_s(\theta) (support and query inputs); 0 if the first does.
+
+    Between such kinks a ReLU net's loss is a polynomial in \alpha, so Taylor's O(\alpha^2)
+    holds there; past a kink the gradient jumps.
+    """
+    x = torch.cat([episode.support.x, episode.query.x])
+    start = relu_pattern(model, theta, x)
+    loss_fn = make_loss(model, "mse")
+    g = grad(loss_fn)(theta, episode.support)
+    last = 0.0
+    for a in inner_lrs:
+        phi = {n: w - float(a) * g[n] for n, w in theta.items()}
+        if not torch.equal(relu_pattern(model, phi, x), start):
+            break
+        last = float(a)
+    return last
 
 
 def relative_error(approx: Params, exact: Params) -> float:

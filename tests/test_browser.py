@@ -90,7 +90,7 @@ def wait_for_change(read, before: str, timeout: float = 20.0) -> str:
 
 
 @pytest.mark.parametrize("prefix", CHAPTERS)
-def test_chapter_runs_and_first_slider_updates(prefix: str, lab: Lab, browser) -> None:
+def test_chapter_runs_and_first_slider_updates(prefix: str, browser, lab: Lab) -> None:
     from browser import notebook as nb
 
     path = chapter_path(prefix)

@@ -146,3 +146,13 @@ def test_first_order_widget_updates_figure_and_status() -> None:
     episode = view.sinusoid_task(0)
     assert view.plot_first_order_error(net, episode).axes
     assert view.plot_taylor_error(net, episode).axes
+
+
+def test_below_the_first_relu_kink_the_taylor_error_is_exactly_second_order() -> None:
+    model, loss_fn, theta, episode = problem(6)
+    x = torch.cat([episode.support.x, episode.query.x])
+    assert d.relu_pattern(model, theta, x).numel() == 32 * x.shape[0]  # 16 + 16 hidden units
+    kink = d.kink_free_inner_lr(model, theta, episode, torch.logspace(-8, -1, 29).tolist())
+    assert kink > 1e-7
+    small, large = (d.taylor_objective(loss_fn, theta, episode, a).error for a in (kink / 10, kink))
+    assert large / small == pytest.approx(100, rel=0.02)

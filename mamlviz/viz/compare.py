@@ -38,8 +38,7 @@ from mamlviz.learner import Learner
 from mamlviz.rules import RULE_PREFIX, SGD
 from mamlviz.tasks.episode import Episode, Examples
 from mamlviz.tasks.sinusoid import SinusoidTasks
-from mamlviz.viz.common import slider
-from mamlviz.viz.derivation import MAIN_CLASS
+from mamlviz.viz.common import MAIN_CLASS, slider
 
 NAMES = {"maml": "MAML", "fomaml": "FOMAML", "reptile": "Reptile", "imaml": "iMAML"}
 

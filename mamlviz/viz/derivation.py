@@ -9,8 +9,8 @@ gradients and one Hessian-vector product on the sinusoid MLP (a few milliseconds
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -18,14 +18,18 @@ import plotly.graph_objects as go
 import torch
 from matplotlib.figure import Figure
 
-from mamlviz.derivation import first_order_error, first_order_errors, taylor_objective
+from mamlviz.derivation import (
+    first_order_error,
+    first_order_errors,
+    kink_free_inner_lr,
+    taylor_objective,
+)
 from mamlviz.functional import LossFn, Params, make_loss, params_of
 from mamlviz.models import sinusoid_mlp
 from mamlviz.tasks.episode import Episode
 from mamlviz.tasks.sinusoid import SinusoidTasks
-from mamlviz.viz.common import Status, guarded, readout, slider
+from mamlviz.viz.common import MAIN_CLASS, Status, guarded, readout, slider
 
-MAIN_CLASS = "mamlviz-main"  # the browser test moves the first slider inside this container
 ALPHAS = torch.logspace(-4, -0.5, 22, dtype=torch.float64)
 TAYLOR_ALPHAS = torch.logspace(-6, -1, 21, dtype=torch.float64)  # ReLU kinks show from ~1e-4
 
@@ -149,6 +153,8 @@ def plot_taylor_error(net: SinusoidNet, episode: Episode) -> Figure:
     ax.loglog(alphas, [r.error_at_prime for r in rows], "--", label="article's form (at \u03b8')")
     ref = rows[0].error * (alphas / alphas[0]) ** 2
     ax.loglog(alphas, ref, ":", color="gray", label="slope 2 (\u03b1\u00b2)")
+    kink = kink_free_inner_lr(net.model, net.theta, episode, alphas.tolist())
+    ax.axvline(kink, color="black", lw=0.8, label="first ReLU switches after this")
     ax.set(xlabel="inner_lr (\u03b1)", ylabel="|error| of the objective")
     ax.legend()
     fig.tight_layout()

@@ -115,7 +115,7 @@ def start_lab(notebooks: Path, workdir: Path, timeout: float = 120.0) -> Lab:
     ]
     log = workdir / "jupyterlab.log"
     with log.open("w") as out:
-        # Own session: stop() ends the server and the kernels it started, nothing else.
+        # Own process group: stop() ends the server and the kernels it started, nothing else.
         process = subprocess.Popen(
             args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )

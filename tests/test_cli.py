@@ -1,0 +1,163 @@
+"""The command line: training, resume after a real SIGKILL, evaluation, and exit code 2 with a
+one-line message for bad arguments."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mamlviz import checkpoint as ckpt
+from mamlviz.__main__ import main
+from mamlviz.models import MLP
+from mamlviz.train import TrainConfig, fit
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--iterations", "6", "--meta-batch", "2", "--checkpoint-every", "3", "--quiet"]
+
+
+def cli(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mamlviz", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "maml.pt"
+    assert main(["train", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_train_writes_the_config_and_command(trained: Path) -> None:
+    meta = ckpt.load(trained).metadata
+    assert (
+        meta["config"]
+        == TrainConfig.for_problem(
+            "sinusoid", "maml", iterations=6, meta_batch=2, checkpoint_every=3
+        ).to_dict()
+    )
+    assert meta["command"].startswith("python -m mamlviz ") and "--iterations 6" in meta["command"]
+    assert meta["hardware"]["threads"] == 1  # --threads defaults to 1
+
+
+def test_killed_training_resumes_to_the_same_weights(tmp_path) -> None:
+    """SIGKILL a real training process after its first checkpoint, resume it, and compare with an
+    uninterrupted run of the same config: the weights are identical."""
+    out = tmp_path / "run.pt"
+    args = ["train", "--iterations", "1000", "--meta-batch", "4", "--checkpoint-every", "10"]
+    proc = cli(*args, "--out", str(out), "--quiet")
+    deadline = time.monotonic() + 120
+    while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = ckpt.load(out).metadata["iteration"]
+    assert proc.returncode == -signal.SIGKILL and 10 <= killed_at < 1000
+    assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]  # no partial temp file
+    # Resuming needs --resume; without it the existing file is protected.
+    refused = cli(*args, "--out", str(out))
+    assert refused.wait() == 2 and "pass --resume" in refused.stderr.read()
+    resumed = cli(*args, "--out", str(out), "--resume", "--quiet")
+    assert resumed.wait() == 0, resumed.stderr.read()
+    config = TrainConfig.for_problem(
+        "sinusoid", "maml", iterations=1000, meta_batch=4, checkpoint_every=10
+    )
+    torch.set_num_threads(1)
+    expected, _ = fit(config, progress=False)
+    got = ckpt.load(out).tensors["meta"]
+    assert all(torch.equal(got[n], expected[n]) for n in expected)
+
+
+def test_evaluate_json_and_write(trained: Path, capsys) -> None:
+    assert (
+        main(["evaluate", str(trained), "--tasks", "20", "--steps", "2", "--json", "--quiet"]) == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["mean"]) == 3 and result["tasks"] == 20 and result["shots"] == 5
+    assert "evaluation" not in ckpt.load(trained).metadata
+    assert (
+        main(["evaluate", str(trained), "--tasks", "20", "--steps", "2", "--write", "--quiet"]) == 0
+    )
+    assert ckpt.load(trained).metadata["evaluation"] == result
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--inner-lr", "-0.5"], r"inner_lr must be in \[0, inf\), got -0.5"),
+        (["--inner-lr", "nan"], r"inner_lr must be a finite number in \[0, inf\), got nan"),
+        (["--outer-lr", "-1"], r"outer_lr must be in \(0, inf\), got -1.0"),
+        (["--outer-lr", "inf"], r"outer_lr must be a finite number in \(0, inf\), got inf"),
+        (["--inner-steps", "-2"], r"inner_steps must be in \[0, inf\), got -2"),
+        (["--shots", "0"], r"shots must be in \[1, inf\), got 0"),
+        (["--algorithm", "mamal"], r"algorithm must be one of: .*fomaml.*maml.*; got 'mamal'"),
+        (["--option", "inner_optimizer"], r"--option must look like key=value"),
+        (["--threads", "0"], r"--threads must be in \[1, inf\), got 0"),
+    ],
+)
+def test_train_bad_arguments_exit_2(args: list[str], message: str, tmp_path, capsys) -> None:
+    code = main(["train", "--out", str(tmp_path / "x.pt"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("mamlviz train: error: ") and err.count("\n") == 1
+    assert re.search(message, err), err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def corrupt_variants(trained: Path, tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    data = trained.read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 3])
+    flipped = tmp_path / "flipped.pt"
+    weights = ckpt.load(trained).tensors["meta"]["fc2.weight"].numpy().tobytes()
+    at = data.find(weights) + 40
+    flipped.write_bytes(data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :])
+    wide = tmp_path / "wide.pt"
+    loaded = ckpt.load(trained)
+    params = {n: p.detach() for n, p in MLP(hidden=(64, 64)).named_parameters()}
+    ckpt.save(wide, loaded.metadata, {**loaded.tensors, "meta": params})
+    return {
+        "truncated": (truncated, "truncated or corrupt"),
+        "flipped": (flipped, "sha256 stored at save"),
+        "shape": (wide, r"param fc1.weight has shape \[64, 1\] in the checkpoint but \[40, 1\]"),
+        "missing": (tmp_path / "nope.pt", "must be a shipped name"),
+    }
+
+
+@pytest.mark.parametrize("case", ["truncated", "flipped", "shape", "missing"])
+def test_evaluate_bad_checkpoint_exit_2(case: str, trained: Path, tmp_path, capsys) -> None:
+    path, message = corrupt_variants(trained, tmp_path)[case]
+    code = main(["evaluate", str(path), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("mamlviz evaluate: error: ")
+    assert str(path) in err and re.search(message, err), err
+
+
+def test_bench_unknown_suite_and_list(capsys) -> None:
+    assert main(["bench", "--suite", "nosuch"]) == 2
+    assert re.search(
+        r"--suite must be one of \[.*'sinusoid'.*\], got 'nosuch'", capsys.readouterr().err
+    )
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "sinusoid" in out and "maml" in out and "shipped:" in out
+
+
+def test_argparse_errors_exit_2(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["train"])  # --out is required
+    assert exc.value.code == 2 and "--out" in capsys.readouterr().err

@@ -1,0 +1,75 @@
+"""The shipped checkpoints: they load fast, their stored evaluation is what a fresh evaluation
+gives, and they reproduce the MAML paper's sinusoid numbers (Finn et al. 2017, appendix C,
+Table 2: MSE after 1 / 5 / 10 steps at K = 5, MAML 0.67 / 0.38 / 0.35, pretrained
+2.41 / 2.23 / 2.19). The course states these numbers, so CI checks them."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from mamlviz import hub
+from mamlviz.evaluate import evaluate_checkpoint
+
+SINUSOID = ["sinusoid-maml", "sinusoid-fomaml", "sinusoid-reptile", "sinusoid-pretrained"]
+PAPER_MAML = {1: 0.67, 5: 0.38, 10: 0.35}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the evaluations were stored (`evaluate --threads 1`)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_the_sinusoid_checkpoints_are_shipped() -> None:
+    assert set(SINUSOID) <= set(hub.available())
+
+
+@pytest.mark.parametrize("name", hub.available())
+def test_loads_verified_with_full_metadata(name: str) -> None:
+    loaded = hub.load(name)
+    start = time.perf_counter()
+    loaded = hub.load(name)
+    assert time.perf_counter() - start < 0.1 or not name.startswith("sinusoid")
+    meta = loaded.metadata
+    for key in ("command", "wall_time_s", "hardware", "torch_version", "mamlviz_version", "config"):
+        assert key in meta, key
+    assert meta["command"].startswith("python -m mamlviz train")
+    assert meta["iteration"] == loaded.config.iterations  # finished runs only
+    assert meta["shipped"]["resumable"] is False and loaded.evaluation is not None
+    model_params = dict(loaded.model.named_parameters())
+    assert all(torch.equal(model_params[n], loaded.meta[n]) for n in model_params)
+
+
+@pytest.mark.parametrize("name", SINUSOID)
+def test_stored_evaluation_equals_a_fresh_one(name: str) -> None:
+    loaded = hub.load(name)
+    stored = loaded.evaluation
+    fresh = evaluate_checkpoint(loaded, **stored.settings())
+    assert fresh.settings() == stored.settings() and fresh.tasks == 600 and fresh.shots == 5
+    torch.testing.assert_close(
+        torch.tensor(fresh.mean), torch.tensor(stored.mean), rtol=1e-5, atol=0
+    )
+    torch.testing.assert_close(
+        torch.tensor(fresh.ci95), torch.tensor(stored.ci95), rtol=1e-4, atol=0
+    )
+
+
+def test_maml_meets_the_paper() -> None:
+    result = hub.load("sinusoid-maml").evaluation
+    assert result.inner_lr == 0.01 and result.shots == 5 and result.tasks == 600
+    for step, paper in PAPER_MAML.items():
+        assert result.mean[step] <= paper, (step, result.mean[step], paper)
+
+
+def test_pretrained_is_far_worse_than_maml() -> None:
+    maml = hub.load("sinusoid-maml").evaluation
+    pretrained = hub.load("sinusoid-pretrained").evaluation
+    assert pretrained.inner_lr == maml.inner_lr and pretrained.shots == maml.shots
+    for step in (1, 5, 10):
+        assert pretrained.mean[step] > 2 * maml.mean[step]
+        assert pretrained.mean[step] - pretrained.ci95[step] > maml.mean[step] + maml.ci95[step]
