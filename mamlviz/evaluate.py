@@ -49,6 +49,8 @@ class Evaluation:
     tasks: int
     seed: int
     inner_lr: float | None  # None for rules without one scalar step size
+    # Per-step median over tasks: robust to the rare task on which fine-tuning diverges.
+    median: list[float] | None = None
 
     @property
     def steps(self) -> int:
@@ -70,7 +72,11 @@ class Evaluation:
         """Aligned text: one row per inner step."""
         head = f"{self.metric} after k inner steps ({self.tasks} tasks, {self.shots} shots,"
         head += f" {self.query_shots} query, inner_lr {self.inner_lr}; mean +- 95% CI)"
-        rows = [f"  k={k:>2}  {m:8.4f} +- {c:.4f}" for k, (m, c) in enumerate(self.zipped())]
+        median = self.median or [float("nan")] * len(self.mean)
+        rows = [
+            f"  k={k:>2}  {m:10.4f} +- {c:<10.4f} median {md:.4f}"
+            for k, ((m, c), md) in enumerate(zip(self.zipped(), median, strict=True))
+        ]
         return "\n".join([head, *rows])
 
     def zipped(self) -> list[tuple[float, float]]:
@@ -168,10 +174,12 @@ def evaluate(
         for start in tqdm(range(0, tasks, chunk), disable=not progress, desc="evaluate"):
             part = tree_map_episode(episode, slice(start, start + chunk))
             curves.append(metric_curves(learner, meta, part, steps, metric))
-    mean, ci = summarize(torch.cat(curves))
+    values = torch.cat(curves)
+    mean, ci = summarize(values)
+    median = values.double().nanmedian(0).values.tolist()
     inner_lr = getattr(learner.rule, "inner_lr", None)
     inner_lr = None if inner_lr is None else float(inner_lr)
-    return Evaluation(metric, mean, ci, shots, query_shots, tasks, seed, inner_lr)
+    return Evaluation(metric, mean, ci, shots, query_shots, tasks, seed, inner_lr, median)
 
 
 def evaluate_checkpoint(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 import torch
@@ -81,6 +82,10 @@ def test_mean_and_ci_equal_a_manual_computation() -> None:
     torch.testing.assert_close(torch.tensor(result.mean), torch.tensor(mean), rtol=1e-10, atol=0)
     torch.testing.assert_close(
         torch.tensor(result.ci95), 1.96 * torch.tensor(std) / math.sqrt(n), rtol=1e-8, atol=0
+    )
+    medians = [statistics.median(curves[:, k].tolist()) for k in range(STEPS + 1)]  # 7 tasks: odd
+    torch.testing.assert_close(
+        torch.tensor(result.median), torch.tensor(medians), rtol=1e-10, atol=0
     )
     assert result.steps == STEPS and result.inner_lr == LR and result.tasks == TASKS
 
