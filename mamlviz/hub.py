@@ -21,7 +21,7 @@ from mamlviz.evaluate import Evaluation
 from mamlviz.functional import Params
 from mamlviz.learner import Learner
 from mamlviz.problems import get_problem
-from mamlviz.train import History, TrainConfig, build
+from mamlviz.train import History, TrainConfig, build, make_config_learner
 
 SHIPPED = Path(__file__).resolve().parent / "checkpoints"
 
@@ -51,10 +51,8 @@ class Checkpoint:
         Evaluate or adapt with ``meta`` (not ``learner.init_meta()``), which holds the learned
         rule tensors such as Meta-SGD's step sizes.
         """
-        from mamlviz.algorithms import make_learner
-
         c = self.config
-        return make_learner(
+        return make_config_learner(
             c.algorithm,
             self.model,
             get_problem(c.problem).loss,

@@ -15,6 +15,8 @@ and resumed from its last checkpoint ends with exactly the weights of an uninter
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import platform
 import shlex
@@ -37,6 +39,13 @@ from mamlviz.outer import meta_step
 from mamlviz.problems import get_problem
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+# Registry rows that live in their own module (Meta-Curvature, iMAML, Meta-Dropout): imported
+# here so that configs and checkpoints naming them resolve. Its ``make_family_learner`` is
+# ``make_learner`` plus the finishing step some rows need (Meta-Dropout's noise net).
+make_config_learner = make_learner
+if importlib.util.find_spec("mamlviz.algorithms_family") is not None:
+    make_config_learner = importlib.import_module("mamlviz.algorithms_family").make_family_learner
 
 
 @dataclass(frozen=True)
@@ -196,7 +205,7 @@ def build(config: TrainConfig) -> tuple[Learner, Params]:
     """The model (initialised from the seed), its learner, and fresh meta-parameters."""
     problem = get_problem(config.problem)
     model = problem.make_model(config.seed, config.torch_dtype)
-    learner = make_learner(
+    learner = make_config_learner(
         config.algorithm,
         model,
         problem.loss,
@@ -285,15 +294,8 @@ def fit(
     at the end, and (``resume=True``) continued from it if it exists. ``stop_after=n`` returns
     after iteration n without a final save, as if the process had been killed there.
     """
-    learner, init = build(config)
-    meta = {n: w.requires_grad_() for n, w in init.items()}
-    if _outer_sgd(config):
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(meta.values(), lr=config.outer_lr)
-    else:
-        optimizer = torch.optim.Adam(meta.values(), lr=config.outer_lr)
     generator = torch.Generator().manual_seed(config.seed)
-    state = {
-        "optimizer": optimizer,
+    state: dict[str, Any] = {
         "generator": generator,
         "iteration": 0,
         "wall_time_s": 0.0,
@@ -304,6 +306,13 @@ def fit(
     path = Path(checkpoint) if checkpoint is not None else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
+        learner, init = build(config)
+        meta = {n: w.requires_grad_() for n, w in init.items()}
+        if _outer_sgd(config):
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(meta.values(), lr=config.outer_lr)
+        else:
+            optimizer = torch.optim.Adam(meta.values(), lr=config.outer_lr)
+        state["optimizer"] = optimizer
         if path is not None and resume and path.exists():
             saved = _resume(path, config, meta, state)
             state["iteration"], state["wall_time_s"] = saved["iteration"], saved["wall_time_s"]

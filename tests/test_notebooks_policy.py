@@ -1,6 +1,7 @@
 """Every chapter notebook follows the course's rules (no kernel needed).
 
-Stored without outputs or widget state; opens with learning goals; has an exercises section;
+Stored without outputs or widget state (except the printed text of the cells nbval checks);
+opens with learning goals; has an exercises section;
 imports mamlviz; and never re-defines a function or class that the package already has (show
 package code with ``inspect.getsource`` instead, so what learners read is what the tests cover).
 """
@@ -47,12 +48,26 @@ def test_there_are_notebooks() -> None:
     assert NOTEBOOKS, "notebooks/ holds no .ipynb"
 
 
+CHECK = "# NBVAL_CHECK_OUTPUT"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_stored_without_outputs_or_widget_state(path: Path) -> None:
+    """Only the cells nbval checks keep output: their printed text, the expected numbers."""
     nb = load(path)
     assert "widgets" not in nb.get("metadata", {}), "saved widget state: clear it before saving"
     for i, cell in enumerate(nb["cells"]):
-        if cell["cell_type"] == "code":
+        if cell["cell_type"] != "code":
+            continue
+        if "".join(cell["source"]).lstrip().startswith(CHECK):
+            assert cell.get("outputs"), (
+                f"cell {i} is marked {CHECK} but stores no expected output, so nbval would"
+                " compare nothing: run scripts/refresh_checked_outputs.py"
+            )
+            assert all(o["output_type"] == "stream" for o in cell["outputs"]), (
+                f"cell {i}: a checked cell stores printed text only"
+            )
+        else:
             assert not cell.get("outputs"), f"cell {i} has stored outputs"
             assert cell.get("execution_count") is None, f"cell {i} has an execution count"
 

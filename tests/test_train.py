@@ -95,7 +95,7 @@ def test_adam_is_the_outer_optimiser_of_maml() -> None:
     grads, _ = meta_gradient(learner, theta, episode)
     for n, g in grads.items():
         expected = theta[n] - 1e-3 * g / (g.abs() + 1e-8)
-        torch.testing.assert_close(meta[n], expected, rtol=0, atol=1e-8)
+        torch.testing.assert_close(meta[n], expected, rtol=0, atol=1e-7)
     moved = torch.cat([(theta[n] - meta[n]).abs().flatten() for n in meta])
     assert (moved > 0.999e-3).float().mean() > 0.5  # most weights moved by lr, whatever |g|
 
@@ -110,11 +110,13 @@ def test_history_roundtrip_and_subsample() -> None:
 
 
 def test_real_training_reduces_query_loss_float32() -> None:
-    config = TrainConfig.for_problem("sinusoid", "maml", iterations=300, meta_batch=10)
+    """500 MAML iterations in float32 nearly halve the query loss, and bring it below 2.5: under
+    what any single non-adapted network can reach (joint training converges at ~2.95)."""
+    config = TrainConfig.for_problem("sinusoid", "maml", iterations=500)
     meta, hist = fit(config, progress=False)
     assert meta["out.weight"].dtype == torch.float32
-    first, last = sum(hist.loss[:30]) / 30, sum(hist.loss[-30:]) / 30
-    assert last < 0.7 * first, (first, last)
+    first, last = sum(hist.loss[:50]) / 50, sum(hist.loss[-50:]) / 50
+    assert last < 0.65 * first and last < 2.5, (first, last)
 
 
 @pytest.mark.parametrize(
