@@ -31,6 +31,10 @@ class AlgorithmSpec:
     first_order: bool = False
     outer: str = "adam"  # "adam", or "sgd" for Reptile's interpolation step
     defaults: tuple[tuple[str, Any], ...] = ()
+    # Finishing step for algorithms that change more than the rule and strategy (Meta-Dropout:
+    # a model with a noise net, a noisy support loss, which params adapt): (learner, loss) ->
+    # learner.
+    prepare: Callable[[Learner, str], Learner] | None = None
 
 
 def _sgd(inner_lr: float, **_: Any) -> InnerRule:
@@ -103,7 +107,7 @@ def make_learner(
     check_range("inner_lr", inner_lr, 0.0)
     check_range("inner_steps", inner_steps, 0, integer=True)
     opts = {**dict(spec.defaults), **options}
-    return Learner(
+    learner = Learner(
         model=model,
         loss=make_loss(model, loss),
         rule=spec.make_rule(inner_lr, **opts),
@@ -113,3 +117,8 @@ def make_learner(
         algorithm=spec.name,
         options=opts,
     )
+    return learner if spec.prepare is None else spec.prepare(learner, loss)
+
+
+# The rest of the family registers its rows on import (kept out of this file to keep it short).
+import mamlviz.algorithms_family  # noqa: E402, F401

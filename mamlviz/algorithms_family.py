@@ -8,22 +8,18 @@ Each is one row of (inner rule) x (meta-gradient strategy) x (which params adapt
 | imaml       | SGD on proximal loss   | implicit (CG or dense)     | none             |
 | metadropout | SGD, noisy support     | unrolled, second order     | the noise net    |
 
-Meta-Dropout also changes the model (noise layers) and the support loss. ``PREPARE`` holds
-that per-algorithm finishing step; :func:`make_family_learner` applies it after
-``make_learner``.
+Meta-Dropout also changes the model (noise layers) and the support loss: its row carries that
+finishing step as ``prepare``, which ``make_learner`` applies.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
-from torch import nn
-
 from mamlviz import dropout
-from mamlviz.algorithms import AlgorithmSpec, make_learner, register
+from mamlviz.algorithms import AlgorithmSpec, register
 from mamlviz.errors import check_range
 from mamlviz.functional import make_loss
 from mamlviz.implicit import implicit, implicit_options
@@ -72,12 +68,6 @@ def _prepare_dropout(learner: Learner, loss: str) -> Learner:
     )
 
 
-PREPARE: dict[str, Callable[[Learner, str], Learner]] = {"metadropout": _prepare_dropout}
-# Once AlgorithmSpec has a ``prepare`` field, make_learner applies it and the registry row
-# carries it; until then make_family_learner applies PREPARE itself.
-_SPEC_HAS_PREPARE = "prepare" in {f.name for f in dataclasses.fields(AlgorithmSpec)}
-_dropout_prepare = {"prepare": _prepare_dropout} if _SPEC_HAS_PREPARE else {}
-
 register(AlgorithmSpec("metacurv", "Meta-Curvature", "Park & Oliva 2019", _kronecker, unrolled))
 register(
     AlgorithmSpec(
@@ -97,17 +87,6 @@ register(
         _dropout_rule,
         unrolled,
         defaults=(("noise", "sample"), ("samples", 1)),
-        **_dropout_prepare,
+        prepare=_prepare_dropout,
     )
 )
-
-
-def make_family_learner(
-    algorithm: str, model: nn.Module, loss: str, *, inner_lr: float, inner_steps: int, **options
-) -> Learner:
-    """``make_learner`` plus the algorithm's finishing step (``PREPARE``), if it has one."""
-    learner = make_learner(
-        algorithm, model, loss, inner_lr=inner_lr, inner_steps=inner_steps, **options
-    )
-    prepare = None if _SPEC_HAS_PREPARE else PREPARE.get(algorithm)
-    return learner if prepare is None else prepare(learner, loss)

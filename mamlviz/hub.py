@@ -19,9 +19,10 @@ from torch import nn
 from mamlviz import checkpoint as ckpt
 from mamlviz.evaluate import Evaluation
 from mamlviz.functional import Params
+from mamlviz.history import History
 from mamlviz.learner import Learner
 from mamlviz.problems import get_problem
-from mamlviz.train import History, TrainConfig, build, make_config_learner
+from mamlviz.train import TrainConfig, build, make_config_learner
 
 SHIPPED = Path(__file__).resolve().parent / "checkpoints"
 

@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.func import vmap
 
 from mamlviz.errors import DivergenceError
-from mamlviz.functional import Params
+from mamlviz.functional import Params, detach
 from mamlviz.learner import Learner
 from mamlviz.tasks.episode import Episode
 
@@ -57,8 +57,9 @@ def meta_step(
     Raises :class:`DivergenceError` instead of writing NaN into the meta-parameters.
     Returns the per-task query losses (detached).
     """
-    grads, losses = meta_gradient(learner, meta, episode, batched=batched)
-    losses = losses.detach()
+    # The strategies differentiate with torch.func; detaching keeps autograd from also taping
+    # an unneeded outer graph through the optimiser's leaf tensors.
+    grads, losses = meta_gradient(learner, detach(meta), episode, batched=batched)
     mean_loss = float(losses.mean())
     if not torch.isfinite(losses).all() or not all(torch.isfinite(g).all() for g in grads.values()):
         raise DivergenceError("meta-iteration", iteration, mean_loss, "lower inner_lr or outer_lr")

@@ -18,3 +18,15 @@ def omniglot_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread per test: the workloads here are tiny and dispatch-bound, and two
+    threads on a busy 2-core machine made sinusoid steps many times slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -14,12 +14,25 @@ from mamlviz.models import MLP
 from mamlviz.train import TrainConfig, fit
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Sinusoid work is dispatch bound: a second intra-op thread only adds synchronisation, and
+    on a busy machine its spin-waits make each step many times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> str:
     """A real (tiny) training checkpoint."""
     path = tmp_path_factory.mktemp("ckpt") / "run.pt"
     config = TrainConfig(iterations=6, meta_batch=2, checkpoint_every=3, snapshot_every=3)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
     fit(config, path, progress=False, command="python -m mamlviz train --iterations 6")
+    torch.set_num_threads(previous)
     return str(path)
 
 
@@ -43,7 +56,7 @@ def test_training_checkpoint_metadata(run: str) -> None:
         == TrainConfig(iterations=6, meta_batch=2, checkpoint_every=3, snapshot_every=3).to_dict()
     )
     assert meta["torch_version"] == torch.__version__
-    assert meta["hardware"]["threads"] == torch.get_num_threads() and meta["wall_time_s"] > 0
+    assert meta["hardware"]["threads"] == 1 and meta["wall_time_s"] > 0
 
 
 def test_truncated_file(run: str, tmp_path) -> None:

@@ -24,6 +24,16 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--iterations", "6", "--meta-batch", "2", "--checkpoint-every", "3", "--quiet"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Sinusoid work is dispatch bound: a second intra-op thread only adds synchronisation, and
+    on a busy machine its spin-waits make each step many times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def cli(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
@@ -77,7 +87,6 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path) -> None:
     config = TrainConfig.for_problem(
         "sinusoid", "maml", iterations=1000, meta_batch=4, checkpoint_every=10
     )
-    torch.set_num_threads(1)
     expected, _ = fit(config, progress=False)
     got = ckpt.load(out).tensors["meta"]
     assert all(torch.equal(got[n], expected[n]) for n in expected)

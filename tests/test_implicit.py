@@ -11,7 +11,7 @@ from torch import nn
 from torch.func import vmap
 
 import mamlviz.algorithms_family  # noqa: F401  (registers imaml)
-from mamlviz.algorithms_family import make_family_learner
+from mamlviz.algorithms import make_learner
 from mamlviz.functional import flatten, unflatten
 from mamlviz.implicit import conjugate_gradient, dense_solve, hvp, implicit
 from mamlviz.learner import Learner
@@ -54,7 +54,7 @@ def tiny(seed: int = 0, tasks: int = 3) -> tuple[MLP, Episode]:
 
 def test_hvp_equals_hessian_times_v() -> None:
     model, episode = tiny()
-    learner = make_family_learner("maml", model, "mse", inner_lr=0.1, inner_steps=1)
+    learner = make_learner("maml", model, "mse", inner_lr=0.1, inner_steps=1)
     params, support = learner.init_meta(), episode.task(0).support
     v = {n: torch.randn_like(w) for n, w in params.items()}
     h = torch.func.hessian(lambda x: learner.loss(unflatten(x, params), support))(flatten(params))
@@ -129,7 +129,7 @@ def test_implicit_gradient_equals_unrolling_the_converged_proximal_loop() -> Non
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1))
     task, lam = episode.task(0), 5.0
-    learner = make_family_learner(
+    learner = make_learner(
         "imaml", model, "mse", inner_lr=0.05, inner_steps=400, lam=lam, solver="dense"
     )
     meta = learner.init_meta()
@@ -148,9 +148,7 @@ def test_implicit_gradient_equals_unrolling_the_converged_proximal_loop() -> Non
 
     reference = torch.func.grad(proximal_unrolled)(meta)
     torch.testing.assert_close(flatten(g), flatten(reference), rtol=1e-6, atol=1e-8)
-    cg = make_family_learner(
-        "imaml", model, "mse", inner_lr=0.05, inner_steps=400, lam=lam, cg_steps=40
-    )
+    cg = make_learner("imaml", model, "mse", inner_lr=0.05, inner_steps=400, lam=lam, cg_steps=40)
     torch.testing.assert_close(
         flatten(implicit(cg, meta, task)[0]), flatten(g), rtol=1e-6, atol=1e-8
     )
@@ -159,9 +157,7 @@ def test_implicit_gradient_equals_unrolling_the_converged_proximal_loop() -> Non
 @pytest.mark.parametrize("solver", ["cg", "dense"])
 def test_vmap_path_equals_per_task_loop(solver: str) -> None:
     model, episode = tiny(seed=2, tasks=4)
-    learner = make_family_learner(
-        "imaml", model, "mse", inner_lr=0.05, inner_steps=10, solver=solver
-    )
+    learner = make_learner("imaml", model, "mse", inner_lr=0.05, inner_steps=10, solver=solver)
     meta = learner.init_meta()
     gb, lb = meta_gradient(learner, meta, episode, batched=True)
     gl, ll = meta_gradient(learner, meta, episode, batched=False)
@@ -174,10 +170,10 @@ def test_large_lam_approaches_first_order_maml() -> None:
     """lam -> inf: phi -> theta and g -> grad L_query(theta), FOMAML with zero inner steps."""
     model, episode = tiny()
     task = episode.task(1)
-    learner = make_family_learner("imaml", model, "mse", inner_lr=1e-7, inner_steps=3, lam=1e7)
+    learner = make_learner("imaml", model, "mse", inner_lr=1e-7, inner_steps=3, lam=1e7)
     meta = learner.init_meta()
     g, _ = implicit(learner, meta, task)
-    zero_steps = make_family_learner("maml", model, "mse", inner_lr=0.0, inner_steps=0)
+    zero_steps = make_learner("maml", model, "mse", inner_lr=0.0, inner_steps=0)
     torch.testing.assert_close(
         flatten(g), flatten(unrolled(zero_steps, meta, task)[0]), rtol=1e-5, atol=1e-7
     )
@@ -205,6 +201,6 @@ def test_dense_solve_matches_linalg_solve() -> None:
 def test_bad_options_name_the_argument(options: dict, message: str) -> None:
     model, _ = tiny()
     with pytest.raises(ValueError, match=message):
-        make_family_learner("imaml", model, "mse", inner_lr=0.1, inner_steps=1, **options)
+        make_learner("imaml", model, "mse", inner_lr=0.1, inner_steps=1, **options)
     with pytest.raises(ValueError, match="cg_steps"):
         conjugate_gradient(lambda v: v, {"x": torch.ones(2)}, 0)

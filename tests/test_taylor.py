@@ -11,8 +11,17 @@ from mamlviz.algorithms import make_learner
 from mamlviz.functional import flatten
 from mamlviz.metagrad import reptile, unrolled
 from mamlviz.tasks.episode import Episode
-from mamlviz.viz import compare
 from mamlviz.viz.derivation import sinusoid_task
+from mamlviz.viz.implicit import imaml_widget, implicit_vs_unrolled
+from mamlviz.viz.reptile import (
+    minibatches,
+    plot_costs,
+    plot_taylor_summary,
+    smooth_problem,
+    taylor_summary,
+    taylor_widget,
+)
+from mamlviz.viz.rules import plot_rule_tensors, query_mse_after_adaptation, rule_widget
 
 matplotlib.use("Agg")
 
@@ -37,7 +46,7 @@ def test_gradients_follow_the_papers_definitions() -> None:
         alg, model, "mse", inner_lr=0.05, inner_steps=steps
     )
     loss_fn, theta = learner_fn("maml", 1).loss, learner_fn("maml", 1).init_meta()
-    b1, b2 = compare.minibatches(1, 2, size=6)
+    b1, b2 = minibatches(1, 2, size=6)
     g = taylor.gradients(loss_fn, theta, [b1, b2], 0.05)
     for alg in ("maml", "fomaml"):
         ref, _ = unrolled(learner_fn(alg, 1), theta, Episode(b1, b2))
@@ -50,15 +59,15 @@ def test_gradients_follow_the_papers_definitions() -> None:
 
 @pytest.mark.parametrize("k", [2, 3])
 def test_expected_gradients_approach_the_predictions_at_order_alpha_squared(k: int) -> None:
-    loss_fn, theta = compare.smooth_problem(0)
-    batches = compare.minibatches(0, k)
+    loss_fn, theta = smooth_problem(0)
+    batches = minibatches(0, k)
     errors = taylor.taylor_errors(loss_fn, theta, batches, [1e-4, 1e-3])
     for name, (small, large) in errors.items():
         assert 80 < large / small < 120, (name, small, large)
 
 
 def test_taylor_widget_updates_figure_and_status() -> None:
-    box, parts = compare.taylor_widget(seed=0, k=2, inner_lr=0.01)
+    box, parts = taylor_widget(seed=0, k=2, inner_lr=0.01)
     assert "mamlviz-main" in box._dom_classes
     before, y = parts["status"].value, parts["figure"].data[0].y
     parts["inner_steps"].value = 3
@@ -66,15 +75,15 @@ def test_taylor_widget_updates_figure_and_status() -> None:
 
 
 def test_implicit_agrees_with_unrolled_when_the_inner_problem_is_convex() -> None:
-    loss_fn, theta = compare.smooth_problem(0)
-    r = compare.implicit_vs_unrolled(loss_fn, theta, sinusoid_task(0), 30.0, (1, 5, 20))
+    loss_fn, theta = smooth_problem(0)
+    r = implicit_vs_unrolled(loss_fn, theta, sinusoid_task(0), 30.0, (1, 5, 20))
     assert r["unrolled"] < 1e-8 and r["stationarity"] < 1e-8
     assert r["cg"][0] > r["cg"][1] > r["cg"][2]
 
 
 def test_imaml_widget_cg_slider_moves_the_marker() -> None:
-    loss_fn, theta = compare.smooth_problem(0)
-    _, parts = compare.imaml_widget(loss_fn, theta, sinusoid_task(0), lam=30.0, cg_steps=2)
+    loss_fn, theta = smooth_problem(0)
+    _, parts = imaml_widget(loss_fn, theta, sinusoid_task(0), lam=30.0, cg_steps=2)
     before = parts["status"].value
     parts["cg_steps"].value = 8
     assert parts["figure"].data[2].x == (8,) and parts["status"].value != before
@@ -83,14 +92,12 @@ def test_imaml_widget_cg_slider_moves_the_marker() -> None:
 def test_rule_widget_and_static_plots() -> None:
     learner = make_learner("metasgd", taylor.tanh_mlp(0, 8), "mse", inner_lr=0.01, inner_steps=1)
     meta = learner.init_meta()
-    _, parts = compare.rule_widget(meta)
+    _, parts = rule_widget(meta)
     first = parts["figure"].data[0].z
     parts["tensor"].value = 2
     assert parts["figure"].data[0].z != first and "rule.lr." in parts["status"].value
-    assert compare.plot_rule_tensors(meta).axes
-    assert compare.plot_taylor_summary(
-        compare.taylor_summary(*compare.smooth_problem(0), compare.minibatches(0, 2), 0.01)
-    ).axes
+    assert plot_rule_tensors(meta).axes
+    assert plot_taylor_summary(taylor_summary(*smooth_problem(0), minibatches(0, 2), 0.01)).axes
     rows = [{"algorithm": "maml", "inner_steps": 1, "ms": 1.0, "peak_mib": 2.0}]
-    assert compare.plot_costs(rows).axes
-    assert compare.query_mse_after_adaptation(learner, meta, tasks=3) > 0
+    assert plot_costs(rows).axes
+    assert query_mse_after_adaptation(learner, meta, tasks=3) > 0

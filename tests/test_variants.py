@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import mamlviz.algorithms_family  # noqa: F401  (registers metacurv, imaml, metadropout)
-from mamlviz.algorithms_family import make_family_learner
+from mamlviz.algorithms import make_learner
 from mamlviz.dropout import MetaDropoutMLP
 from mamlviz.errors import DivergenceError
 from mamlviz.functional import flatten, unflatten
@@ -47,9 +47,9 @@ def test_neutral_settings_equal_maml(algorithm: str, steps: int) -> None:
     """Constant alpha, identity factors, noise off: theta-gradients are MAML's exactly."""
     model, episode = problem()
     task = episode.task(0)
-    maml = make_family_learner("maml", model, "mse", inner_lr=0.05, inner_steps=steps)
+    maml = make_learner("maml", model, "mse", inner_lr=0.05, inner_steps=steps)
     name, opts = algorithm.split("-")[0], {"noise": "off"} if "off" in algorithm else {}
-    variant = make_family_learner(name, model, "mse", inner_lr=0.05, inner_steps=steps, **opts)
+    variant = make_learner(name, model, "mse", inner_lr=0.05, inner_steps=steps, **opts)
     g_ref, loss_ref = unrolled(maml, maml.init_meta(), task)
     g, loss = unrolled(variant, variant.init_meta(), task)
     torch.testing.assert_close(loss, loss_ref, rtol=1e-12, atol=1e-13)
@@ -66,9 +66,7 @@ def test_neutral_settings_equal_maml(algorithm: str, steps: int) -> None:
 @pytest.mark.parametrize("noise", ["mean", "sample"])
 def test_noise_net_gets_gradient_when_noise_is_on(noise: str) -> None:
     model, episode = problem()
-    learner = make_family_learner(
-        "metadropout", model, "mse", inner_lr=0.05, inner_steps=1, noise=noise
-    )
+    learner = make_learner("metadropout", model, "mse", inner_lr=0.05, inner_steps=1, noise=noise)
     meta = learner.init_meta()
     _, frozen, _ = learner.split(meta)
     assert frozen and all(n.startswith("noise.") for n in frozen)
@@ -80,7 +78,7 @@ def test_noise_net_gets_gradient_when_noise_is_on(noise: str) -> None:
 
 def test_noise_net_is_never_adapted() -> None:
     model, _ = problem()
-    learner = make_family_learner("metadropout", model, "mse", inner_lr=0.05, inner_steps=1)
+    learner = make_learner("metadropout", model, "mse", inner_lr=0.05, inner_steps=1)
     fast, frozen, rule = learner.split(learner.init_meta())
     assert not rule and set(fast) == {n for n, _ in model.named_parameters()}
     assert set(frozen) == {n for n in learner.init_meta() if n.startswith("noise.")}
@@ -94,7 +92,7 @@ def test_meta_gradient_matches_finite_differences(algorithm: str, opts: dict) ->
     """Checks the gradients of the meta-only parameters too, at non-neutral values."""
     model, episode = problem()
     task = episode.task(1)
-    learner = make_family_learner(algorithm, model, "mse", inner_lr=0.05, inner_steps=2, **opts)
+    learner = make_learner(algorithm, model, "mse", inner_lr=0.05, inner_steps=2, **opts)
     gen = torch.Generator().manual_seed(3)
     meta = {
         n: w + 0.1 * torch.randn(w.shape, generator=gen) for n, w in learner.init_meta().items()
@@ -124,7 +122,7 @@ def test_meta_gradient_matches_finite_differences(algorithm: str, opts: dict) ->
 )
 def test_vmap_path_equals_per_task_loop(algorithm: str, opts: dict) -> None:
     model, episode = problem(seed=2, tasks=5)
-    learner = make_family_learner(algorithm, model, "mse", inner_lr=0.03, inner_steps=2, **opts)
+    learner = make_learner(algorithm, model, "mse", inner_lr=0.03, inner_steps=2, **opts)
     meta = learner.init_meta()
     gb, lb = meta_gradient(learner, meta, episode, batched=True)
     gl, ll = meta_gradient(learner, meta, episode, batched=False)
@@ -152,9 +150,7 @@ def test_kronecker_is_the_kronecker_product_on_vec() -> None:
 
 def test_meta_dropout_samples_average_and_seed_reproducibility() -> None:
     model, episode = problem(tasks=3)
-    learner = make_family_learner(
-        "metadropout", model, "mse", inner_lr=0.05, inner_steps=1, samples=4
-    )
+    learner = make_learner("metadropout", model, "mse", inner_lr=0.05, inner_steps=1, samples=4)
     meta = learner.init_meta()
     results = []
     for seed in (7, 7, 8):
@@ -178,9 +174,9 @@ def test_meta_dropout_samples_average_and_seed_reproducibility() -> None:
 def test_bad_inputs_name_the_argument() -> None:
     model, _ = problem()
     with pytest.raises(ValueError, match="noise must be one of"):
-        make_family_learner("metadropout", model, "mse", inner_lr=0.1, inner_steps=1, noise="on")
+        make_learner("metadropout", model, "mse", inner_lr=0.1, inner_steps=1, noise="on")
     with pytest.raises(ValueError, match=r"samples must be in \[1, inf\)"):
-        make_family_learner("metadropout", model, "mse", inner_lr=0.1, inner_steps=1, samples=0)
+        make_learner("metadropout", model, "mse", inner_lr=0.1, inner_steps=1, samples=0)
     with pytest.raises(ValueError, match="inner_lr"):
         Kronecker(-1.0)
     with pytest.raises(ValueError, match="noise must be one of"):
@@ -190,7 +186,7 @@ def test_bad_inputs_name_the_argument() -> None:
 @pytest.mark.parametrize("algorithm", ["metasgd", "metacurv", "metadropout", "imaml"])
 def test_divergence_is_reported_not_written(algorithm: str) -> None:
     model, episode = problem()
-    learner = make_family_learner(algorithm, model, "mse", inner_lr=1e4, inner_steps=5)
+    learner = make_learner(algorithm, model, "mse", inner_lr=1e4, inner_steps=5)
     meta = {n: w.requires_grad_(True) for n, w in learner.init_meta().items()}
     before = {n: w.detach().clone() for n, w in meta.items()}
     optimizer = torch.optim.Adam(meta.values(), lr=1e-3)

@@ -19,6 +19,7 @@ from mamlviz.rules import SGD
 from mamlviz.tasks.sinusoid import SinusoidTasks, sinusoid
 from mamlviz.viz import common
 from mamlviz.viz import sinusoid as vs
+from mamlviz.viz import tasks as vt
 from mamlviz.viz.adaptation import AdaptationExplorer, animation
 from mamlviz.viz.landscape import LandscapeExplorer, mpl_contour, plotly_surface
 
@@ -185,7 +186,7 @@ def test_mean_function_is_the_average_task() -> None:
     x = torch.linspace(-5, 5, 7, dtype=torch.float64).unsqueeze(-1)
     # closed form for phase ~ U[0, pi]: -(2 / pi) E[A] cos x
     expected = -(2 / math.pi) * 2.55 * torch.cos(x)
-    assert torch.allclose(vs.mean_function(x, tasks), expected)
+    assert torch.allclose(vt.mean_function(x, tasks), expected)
     amps, phases = tasks.sample_tasks(torch.Generator().manual_seed(0), 100_000, torch.float64)
     monte_carlo = (amps * torch.sin(x - phases)).mean(1, keepdim=True)
     assert torch.allclose(monte_carlo, expected, atol=0.03)
@@ -193,7 +194,7 @@ def test_mean_function_is_the_average_task() -> None:
 
 def test_task_explorer_first_slider_and_numbers(inits) -> None:
     model, params = inits
-    explorer = vs.TaskExplorer(model, params["pretrained"])
+    explorer = vt.TaskExplorer(model, params["pretrained"])
     first = next(iter(explorer.sliders.values()))
     before_text, before_y = explorer.readout.value, list(explorer.figure.data[-2].y)
     first.value = 4.0
@@ -209,6 +210,6 @@ def test_task_explorer_first_slider_and_numbers(inits) -> None:
 def test_main_widgets_carry_the_main_class(explorer, inits) -> None:
     model, params = inits
     land = LandscapeExplorer(model, params, inner_steps=2, grid=5)
-    tasks = vs.TaskExplorer(model, params["pretrained"])
+    tasks = vt.TaskExplorer(model, params["pretrained"])
     for widget in (explorer.widget, land.widget, tasks.widget):
         assert common.MAIN_CLASS in widget._dom_classes

@@ -52,7 +52,7 @@ def measure(algorithm: str, inner_steps: int, repeats: int) -> dict[str, Any]:
 
     import torch
 
-    from mamlviz.algorithms_family import make_family_learner
+    from mamlviz.algorithms import make_learner
     from mamlviz.models import sinusoid_mlp
     from mamlviz.outer import meta_gradient
     from mamlviz.tasks.sinusoid import SinusoidTasks
@@ -60,14 +60,14 @@ def measure(algorithm: str, inner_steps: int, repeats: int) -> dict[str, Any]:
     torch.set_num_threads(1)
     s = SETTINGS
     options = {"lam": s["lam"], "cg_steps": s["cg_steps"]} if algorithm == "imaml" else {}
-    learner = make_family_learner(
+    learner = make_learner(
         algorithm, sinusoid_mlp(), "mse", inner_lr=s["inner_lr"], inner_steps=inner_steps, **options
     )
     meta = learner.init_meta()
     tasks, gen = SinusoidTasks(), torch.Generator().manual_seed(0)
     episode = tasks.sample(gen, s["shots"], s["query_shots"], s["meta_batch"])
     # Warm up on one task and one step so that lazy imports and caches are not counted.
-    warm = make_family_learner(algorithm, learner.model, "mse", inner_lr=0.01, inner_steps=1)
+    warm = make_learner(algorithm, learner.model, "mse", inner_lr=0.01, inner_steps=1)
     meta_gradient(warm, meta, tasks.sample(gen, 2, 2, 1))
     exact = _reset_peak()
     before = _status_kib("VmRSS") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -122,3 +122,7 @@ def show_static(fig: Figure, title: str = "Static version") -> None:
     display(Markdown(f"*{title} (shown when interactive widgets do not render):*"))
     display(fig)
     plt.close(fig)
+
+
+# Display names of the algorithms, in the figures that compare them (chapters 05 and 07).
+NAMES = {"maml": "MAML", "fomaml": "FOMAML", "reptile": "Reptile", "imaml": "iMAML"}
