@@ -17,12 +17,13 @@ import torch
 from torch import nn
 
 from mamlviz import checkpoint as ckpt
+from mamlviz.algorithms import make_learner
 from mamlviz.evaluate import Evaluation
 from mamlviz.functional import Params
 from mamlviz.history import History
 from mamlviz.learner import Learner
 from mamlviz.problems import get_problem
-from mamlviz.train import TrainConfig, build, make_config_learner
+from mamlviz.train import TrainConfig, build
 
 SHIPPED = Path(__file__).resolve().parent / "checkpoints"
 
@@ -53,7 +54,7 @@ class Checkpoint:
         rule tensors such as Meta-SGD's step sizes.
         """
         c = self.config
-        return make_config_learner(
+        return make_learner(
             c.algorithm,
             self.model,
             get_problem(c.problem).loss,

@@ -9,6 +9,8 @@ assert the two agree in float64.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 from torch.func import vmap
@@ -51,15 +53,21 @@ def meta_step(
     *,
     batched: bool = True,
     iteration: int = 0,
+    gradient: Callable[[Learner, Params, Episode], tuple[Params, Tensor]] | None = None,
 ) -> Tensor:
     """One outer update of the leaf tensors ``meta`` (those the optimiser holds).
 
+    ``gradient`` replaces :func:`meta_gradient` with another batching of the same mathematics
+    (e.g. :func:`mamlviz.stacked.meta_gradient` for conv nets).
     Raises :class:`DivergenceError` instead of writing NaN into the meta-parameters.
     Returns the per-task query losses (detached).
     """
     # The strategies differentiate with torch.func; detaching keeps autograd from also taping
     # an unneeded outer graph through the optimiser's leaf tensors.
-    grads, losses = meta_gradient(learner, detach(meta), episode, batched=batched)
+    if gradient is None:
+        grads, losses = meta_gradient(learner, detach(meta), episode, batched=batched)
+    else:  # the same mathematics batched another way (mamlviz.stacked.meta_gradient)
+        grads, losses = gradient(learner, detach(meta), episode)
     mean_loss = float(losses.mean())
     if not torch.isfinite(losses).all() or not all(torch.isfinite(g).all() for g in grads.values()):
         raise DivergenceError("meta-iteration", iteration, mean_loss, "lower inner_lr or outer_lr")

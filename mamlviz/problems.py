@@ -68,6 +68,7 @@ class Problem:
     train_defaults: Mapping[str, Any] = field(default_factory=_frozen)
     algorithm_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=_frozen)
     eval_defaults: Mapping[str, Any] = field(default_factory=_frozen)
+    batching: str = "vmap"  # "vmap", or "stacked": grouped convolutions (mamlviz.stacked)
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:

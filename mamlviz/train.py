@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 import mamlviz
 from mamlviz import checkpoint as ckpt
+from mamlviz import stacked
 from mamlviz.algorithms import get_algorithm, make_learner
 from mamlviz.errors import check_range
 from mamlviz.functional import Params
@@ -38,10 +39,6 @@ from mamlviz.outer import meta_step
 from mamlviz.problems import get_problem
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-# Kept as a name for callers: every registry row, the whole family included, builds through
-# ``make_learner`` (Meta-Dropout's finishing step is its row's ``prepare``).
-make_config_learner = make_learner
 
 
 @dataclass(frozen=True)
@@ -108,7 +105,7 @@ def build(config: TrainConfig) -> tuple[Learner, Params]:
     """The model (initialised from the seed), its learner, and fresh meta-parameters."""
     problem = get_problem(config.problem)
     model = problem.make_model(config.seed, config.torch_dtype)
-    learner = make_config_learner(
+    learner = make_learner(
         config.algorithm,
         model,
         problem.loss,
@@ -227,13 +224,15 @@ def fit(
             total=config.iterations, initial=state["iteration"], disable=not progress, desc="train"
         )
         started = time.perf_counter() - state["wall_time_s"]
+        stack = get_problem(config.problem).batching == "stacked" and stacked.supports(learner)
+        gradient = stacked.meta_gradient if stack else None
         for i in range(state["iteration"], end):
             if _outer_sgd(config):  # Reptile: eps annealed linearly to 0
                 optimizer.param_groups[0]["lr"] = config.outer_lr * (1 - i / config.iterations)
             episode = tasks.sample(
                 generator, config.shots, config.query_shots, config.meta_batch, config.torch_dtype
             )
-            losses = meta_step(learner, meta, optimizer, episode, iteration=i)
+            losses = meta_step(learner, meta, optimizer, episode, iteration=i, gradient=gradient)
             grad_norm = torch.sqrt(sum(w.grad.pow(2).sum() for w in meta.values()))
             history.record(i, float(losses.mean()), float(grad_norm))
             state["iteration"] = i + 1

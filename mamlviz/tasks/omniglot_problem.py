@@ -78,6 +78,7 @@ register_problem(
         make_tasks=lambda split: OmniglotSplitTasks(split),
         loss="cross_entropy",
         metric="accuracy",
+        batching="stacked",
         train_defaults=_frozen(
             dict(
                 inner_lr=0.4,
