@@ -70,29 +70,18 @@ def test_stored_evaluation_equals_a_fresh_one(name: str) -> None:
     )
 
 
-def test_maml_meets_the_paper_after_one_step() -> None:
+def test_maml_meets_the_paper_after_1_5_and_10_steps() -> None:
+    """Mean MSE over the 600 evaluation tasks at or below the paper's, at every reported step.
+
+    The shipped init was selected among training snapshots on 6,000 validation tasks drawn
+    from another seed (fine-tuning at inner_lr 0.01 runs away on a few tasks for some inits,
+    which sit near the edge of stability); the evaluation tasks played no part in the choice.
+    """
     result = hub.load("sinusoid-maml").evaluation
     assert result.inner_lr == 0.01 and result.shots == 5 and result.tasks == 600
-    assert result.mean[1] <= PAPER_MAML[1], result.mean[1]
-
-
-def test_maml_typical_task_beats_the_paper_means_at_every_step() -> None:
-    """The median task after 1 / 5 / 10 steps is below the paper's mean MSEs."""
-    result = hub.load("sinusoid-maml").evaluation
     for step, paper in PAPER_MAML.items():
+        assert result.mean[step] <= paper, (step, result.mean[step], paper)
         assert result.median[step] <= paper, (step, result.median[step], paper)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="with this network and the paper's settings, fine-tuning 5 shots at inner_lr 0.01"
-    " diverges on ~0.1-0.5% of tasks (MAML's init sits near the edge of stability, lr * curvature"
-    " ~ 2); one such task among the 600 puts the 5- and 10-step means above 0.38 / 0.35",
-)
-def test_maml_meets_the_paper_after_5_and_10_steps() -> None:
-    result = hub.load("sinusoid-maml").evaluation
-    for step in (5, 10):
-        assert result.mean[step] <= PAPER_MAML[step], (step, result.mean[step])
 
 
 def test_pretrained_is_far_worse_than_maml() -> None:
