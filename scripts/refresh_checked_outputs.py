@@ -31,6 +31,7 @@ def refresh(path: Path, timeout: int = 300) -> int:
     NotebookClient(nb, timeout=timeout, resources=resources).execute()
     kept = 0
     for cell in nb.cells:
+        cell.metadata.pop("execution", None)  # run timestamps: noise in every diff
         if cell.cell_type != "code":
             continue
         if is_checked(cell):
