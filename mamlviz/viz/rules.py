@@ -23,7 +23,7 @@ from mamlviz.viz.common import MAIN_CLASS, slider
 
 
 def rule_meta(algorithm: str, iterations: int = 300) -> tuple[Learner, Params, str]:
-    """The shipped ``sinusoid-<algorithm>`` checkpoint, else a short live meta-training run.
+    """The shipped ``sinusoid-<algorithm>-10shot`` checkpoint, else a short live training run.
 
     The fallback (``iterations`` meta-steps, a few seconds) shows the direction the learned
     tensors move in, not their final values.
@@ -32,10 +32,10 @@ def rule_meta(algorithm: str, iterations: int = 300) -> tuple[Learner, Params, s
     from mamlviz import hub
     from mamlviz.train import TrainConfig, build, fit
 
-    name = f"sinusoid-{algorithm}"
-    if name in hub.available():
-        ckpt = hub.load(name)
-        return ckpt.learner(), ckpt.meta, name
+    for name in (f"sinusoid-{algorithm}-10shot", f"sinusoid-{algorithm}"):
+        if name in hub.available():
+            ckpt = hub.load(name)
+            return ckpt.learner(), ckpt.meta, name
     config = TrainConfig.for_problem("sinusoid", algorithm, iterations=iterations,
                                      checkpoint_every=10**9, snapshot_every=10**9)  # fmt: skip
     meta, _ = fit(config, progress=False)
