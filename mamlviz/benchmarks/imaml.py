@@ -23,27 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mamlviz.benchmarks.memory import reset_peak, status_kib
+
 STEPS = (1, 5, 10, 20, 40)
 ALGORITHMS = ("imaml", "maml")
 SETTINGS = dict(meta_batch=25, shots=10, query_shots=10, inner_lr=0.01, lam=2.0, cg_steps=5)
-
-
-def _status_kib(field: str) -> int | None:
-    path = Path("/proc/self/status")
-    if not path.exists():
-        return None
-    for line in path.read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def measure(algorithm: str, inner_steps: int, repeats: int) -> dict[str, Any]:
@@ -69,10 +53,10 @@ def measure(algorithm: str, inner_steps: int, repeats: int) -> dict[str, Any]:
     # Warm up on one task and one step so that lazy imports and caches are not counted.
     warm = make_learner(algorithm, learner.model, "mse", inner_lr=0.01, inner_steps=1)
     meta_gradient(warm, meta, tasks.sample(gen, 2, 2, 1))
-    exact = _reset_peak()
-    before = _status_kib("VmRSS") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    exact = reset_peak()
+    before = status_kib("VmRSS") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     meta_gradient(learner, meta, episode)
-    peak = _status_kib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = status_kib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     for _ in range(repeats):
         meta_gradient(learner, meta, episode)

@@ -28,27 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mamlviz.benchmarks.memory import reset_peak, status_kib
+
 ALGORITHMS = ("maml", "fomaml", "reptile")
 STEPS = (1, 5)
 WORKLOAD = {"meta_batch": 25, "shots": 10, "query_shots": 10, "inner_lr": 0.01}
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def measure(algorithm: str, inner_steps: int, batched: bool, iters: int, warmup: int) -> dict:
@@ -70,8 +54,8 @@ def measure(algorithm: str, inner_steps: int, batched: bool, iters: int, warmup:
     shape = (WORKLOAD["shots"], WORKLOAD["query_shots"])
     meta_step(learner, meta, opt, tasks.sample(gen, *shape, 1), batched=batched)
     episodes = [tasks.sample(gen, *shape, WORKLOAD["meta_batch"]) for _ in range(warmup + iters)]
-    proc = _reset_peak()
-    base = _status_kib("VmRSS") if proc else None
+    proc = reset_peak()
+    base = status_kib("VmRSS") if proc else None
     if base is None:
         proc, base = False, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times, cpu = [], []
@@ -81,7 +65,7 @@ def measure(algorithm: str, inner_steps: int, batched: bool, iters: int, warmup:
         if i >= warmup:
             times.append(time.perf_counter() - start)
             cpu.append(time.process_time() - start_cpu)
-    peak = _status_kib("VmHWM") if proc else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = status_kib("VmHWM") if proc else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "algorithm": algorithm,
         "inner_steps": inner_steps,
