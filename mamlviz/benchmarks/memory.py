@@ -29,3 +29,28 @@ def reset_peak() -> bool:
         return True
     except OSError:
         return False
+
+
+def measure_in_fresh_process(module: str, configs: list[tuple[str, int]], args: str) -> list[dict]:
+    """Run ``<module>.measure(algorithm, inner_steps, <args>)`` for each config in ONE new process.
+
+    The child prints one JSON line per configuration. A low mmap threshold hands freed blocks
+    back to the OS, so one configuration's memory does not hide the next one's.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        f"from {module} import measure\n"
+        "for a, k in json.loads(sys.argv[1]):\n"
+        f"    print(json.dumps(measure(a, k, {args})))\n"
+    )
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(configs)],
+        capture_output=True, text=True, check=True, env=env,
+    )  # fmt: skip
+    return [json.loads(line) for line in out.stdout.strip().splitlines()[-len(configs) :]]

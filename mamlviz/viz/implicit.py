@@ -6,10 +6,6 @@ unrolled one as ``lam`` and ``cg_steps`` vary, and iMAML's memory against MAML's
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Sequence
 
 import ipywidgets as widgets
@@ -19,6 +15,7 @@ import torch
 from matplotlib.figure import Figure
 from torch.func import grad
 
+from mamlviz.benchmarks.memory import measure_in_fresh_process
 from mamlviz.functional import LossFn, Params, detach, tree_norm, tree_sub
 from mamlviz.implicit import conjugate_gradient, hvp
 from mamlviz.inner import adapt
@@ -142,18 +139,7 @@ def measure_imaml_memory(inner_steps: Sequence[int] = (1, 5, 10, 20)) -> list[di
     the peak resident size before each configuration.
     """
     configs = [(a, k) for a in ("imaml", "maml") for k in inner_steps]
-    code = (
-        "import json, sys\n"
-        "from mamlviz.benchmarks.imaml import measure\n"
-        "for a, k in json.loads(sys.argv[1]):\n"
-        "    print(json.dumps(measure(a, k, 1)))\n"
-    )
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(configs)],
-        capture_output=True, text=True, check=True, env=env,
-    )  # fmt: skip
-    return [json.loads(line) for line in out.stdout.strip().splitlines()[-len(configs) :]]
+    return measure_in_fresh_process("mamlviz.benchmarks.imaml", configs, "1")
 
 
 def plot_memory(rows: list[dict]) -> Figure:

@@ -8,10 +8,6 @@ Nichol et al. (2018), and their live cost. The widget's sliders are ``inner_step
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Sequence
 
 import ipywidgets as widgets
@@ -21,6 +17,7 @@ import torch
 from matplotlib.figure import Figure
 
 from mamlviz import taylor
+from mamlviz.benchmarks.memory import measure_in_fresh_process
 from mamlviz.functional import LossFn, Params, make_loss, params_of, tree_dot, tree_norm, tree_sub
 from mamlviz.tasks.episode import Examples
 from mamlviz.tasks.sinusoid import SinusoidTasks
@@ -158,18 +155,8 @@ def measure_costs(
     one configuration's memory does not hide the next one's.
     """
     configs = [(a, k) for a in algorithms for k in inner_steps]
-    code = (
-        "import json, sys\n"
-        "from mamlviz.benchmarks.sinusoid import measure\n"
-        "for a, k in json.loads(sys.argv[1]):\n"
-        f"    print(json.dumps(measure(a, k, True, {int(iters)}, {int(warmup)})))\n"
-    )
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(configs)],
-        capture_output=True, text=True, check=True, env=env,
-    )  # fmt: skip
-    return [json.loads(line) for line in out.stdout.strip().splitlines()[-len(configs) :]]
+    args = f"True, {int(iters)}, {int(warmup)}"  # batched path, timing repeats, warm-up
+    return measure_in_fresh_process("mamlviz.benchmarks.sinusoid", configs, args)
 
 
 def plot_costs(rows: list[dict]) -> Figure:
