@@ -63,6 +63,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_range("--threads", args.threads, 1, integer=True)
     torch.set_num_threads(args.threads)
     overrides = {f: getattr(args, f) for f in TRAIN_FIELDS if getattr(args, f) is not None}
+    if args.init is not None:
+        overrides["init"] = args.init
     config = TrainConfig.for_problem(
         args.problem, args.algorithm, options=_options(args.option), dtype=args.dtype, **overrides
     )
@@ -87,9 +89,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(
         loaded,
         shots=args.shots,
+        query_shots=args.query_shots,
         tasks=args.tasks,
         steps=args.steps,
         inner_lr=args.inner_lr,
+        inner_batch=args.inner_batch,
         seed=args.seed,
         progress=not args.quiet,
     )
@@ -148,6 +152,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", default="float32")
     t.add_argument("--out", required=True)
     t.add_argument("--resume", action="store_true", help="continue --out if it exists")
+    t.add_argument("--init", default=None, help="start from this checkpoint's meta-parameters")
     t.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(handler=cmd_train)
@@ -155,9 +160,11 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="MAML-paper evaluation of a checkpoint")
     e.add_argument("checkpoint", help="a shipped name (see `list`) or a file")
     e.add_argument("--shots", type=int, default=None)
+    e.add_argument("--query-shots", type=int, default=None)
     e.add_argument("--tasks", type=int, default=None)
     e.add_argument("--steps", type=int, default=None)
     e.add_argument("--inner-lr", type=float, default=None)
+    e.add_argument("--inner-batch", type=int, default=None, help="support minibatch per step")
     e.add_argument("--seed", type=int, default=None)
     e.add_argument("--json", action="store_true")
     e.add_argument("--write", action="store_true", help="store the result in the checkpoint")

@@ -107,6 +107,7 @@ def make_learner(
     check_range("inner_lr", inner_lr, 0.0)
     check_range("inner_steps", inner_steps, 0, integer=True)
     opts = {**dict(spec.defaults), **options}
+    inner_batch = opts.pop("inner_batch", None)
     learner = Learner(
         model=model,
         loss=make_loss(model, loss),
@@ -116,6 +117,7 @@ def make_learner(
         first_order=spec.first_order,
         algorithm=spec.name,
         options=opts,
+        inner_batch=None if inner_batch is None else int(inner_batch),
     )
     return learner if spec.prepare is None else spec.prepare(learner, loss)
 

@@ -18,7 +18,7 @@ inner step, not k.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -114,6 +114,7 @@ def metric_curves(
             steps,
             rule_params=rule_params,
             first_order=True,  # no meta-gradient is taken here
+            inner_batch=learner.inner_batch,
             record=lambda k, phi, loss, grads: curve.append(
                 measure(learner, {**phi, **frozen}, ep.query)
             ),
@@ -190,19 +191,33 @@ def evaluate_checkpoint(
     tasks: int | None = None,
     steps: int | None = None,
     inner_lr: float | None = None,
+    inner_batch: int | None = None,
     seed: int | None = None,
     progress: bool = False,
 ) -> Evaluation:
     """``evaluate`` a loaded :class:`mamlviz.hub.Checkpoint` on its problem's held-out tasks.
 
-    Arguments left ``None`` take the problem's ``eval_defaults`` (sinusoid: 5 shots, 100 query
-    points, 600 tasks, 10 steps), the training ``inner_lr`` and ``EVAL_SEED``.
+    Arguments left ``None`` take the problem's evaluation defaults for the checkpoint's
+    algorithm (:meth:`mamlviz.problems.Problem.eval_settings`; sinusoid: 5 shots, 100 query
+    points, 600 tasks, 10 steps; Omniglot: 1 shot, query shots = shots, 3 steps, Reptile 50
+    steps on minibatches of 5), the training ``inner_lr`` and ``EVAL_SEED``.
     """
     problem = get_problem(checkpoint.config.problem)
-    given = dict(shots=shots, query_shots=query_shots, tasks=tasks, steps=steps)
-    settings = {**problem.eval_defaults, **{k: v for k, v in given.items() if v is not None}}
+    given = dict(
+        shots=shots, query_shots=query_shots, tasks=tasks, steps=steps, inner_batch=inner_batch
+    )
+    settings = {
+        **problem.eval_settings(checkpoint.config.algorithm),
+        **{k: v for k, v in given.items() if v is not None},
+    }
+    if settings.get("query_shots") is None:
+        settings["query_shots"] = settings["shots"]
+    learner = checkpoint.learner(inner_lr=inner_lr)
+    batch = settings.pop("inner_batch", None)
+    if batch is not None:
+        learner = replace(learner, inner_batch=int(batch))
     return evaluate(
-        checkpoint.learner(inner_lr=inner_lr),
+        learner,
         checkpoint.meta,
         problem.make_tasks("test"),
         metric=problem.metric,

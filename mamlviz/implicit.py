@@ -106,7 +106,13 @@ def implicit(learner: Learner, meta: Params, episode: Episode) -> tuple[Params, 
         return support_loss(phi, examples) + 0.5 * lam * distance
 
     phi = adapt(
-        proximal, fast, episode.support, learner.rule, learner.inner_steps, rule_params=rule_params
+        proximal,
+        fast,
+        episode.support,
+        learner.rule,
+        learner.inner_steps,
+        rule_params=rule_params,
+        inner_batch=learner.inner_batch,
     )
     phi = detach(phi)
     g_query, query_loss = grad_and_value(lambda p: learner.query_loss(p, frozen, episode.query))(

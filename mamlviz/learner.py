@@ -43,7 +43,8 @@ class Learner:
     """One algorithm applied to one model: rule x strategy x which params adapt.
 
     ``support_loss`` defaults to ``loss`` (Meta-Dropout replaces it with a noisy forward);
-    ``options`` holds strategy settings such as iMAML's ``lam`` and ``cg_steps``.
+    ``options`` holds strategy settings such as iMAML's ``lam`` and ``cg_steps``;
+    ``inner_batch`` (None: whole support) is the support minibatch of each inner step.
     """
 
     model: nn.Module
@@ -56,9 +57,12 @@ class Learner:
     support_loss: LossFn | None = None
     algorithm: str = "custom"
     options: dict[str, float] = field(default_factory=dict)
+    inner_batch: int | None = None
 
     def __post_init__(self) -> None:
         check_range("inner_steps", self.inner_steps, 0, integer=True)
+        if self.inner_batch is not None:
+            check_range("inner_batch", self.inner_batch, 1, integer=True)
 
     def init_meta(self) -> Params:
         """Fresh meta-parameters: the model's current weights plus the rule's tensors."""

@@ -35,6 +35,7 @@ def unrolled(learner: Learner, meta: Params, episode: Episode) -> tuple[Params, 
             learner.inner_steps,
             rule_params=rule_params,
             first_order=learner.first_order,
+            inner_batch=learner.inner_batch,
         )
         return learner.query_loss(phi, frozen, episode.query)
 
@@ -56,6 +57,7 @@ def reptile(learner: Learner, meta: Params, episode: Episode) -> tuple[Params, T
         learner.rule,
         learner.inner_steps,
         rule_params=rule_params,
+        inner_batch=learner.inner_batch,
     )
     grads = {**zeros_like(frozen), **zeros_like(rule_params)}
     grads.update({n: fast[n] - phi[n] for n in fast})

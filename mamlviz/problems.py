@@ -55,7 +55,10 @@ class Problem:
     object for sinusoid, whose tasks are drawn afresh; held-out classes for Omniglot).
     ``train_defaults`` holds :class:`mamlviz.train.TrainConfig` fields; ``algorithm_defaults``
     overrides them per algorithm (e.g. Reptile's outer step size). ``eval_defaults`` holds
-    :func:`mamlviz.evaluate.evaluate` arguments (shots, query_shots, tasks, steps).
+    :func:`mamlviz.evaluate.evaluate` arguments (shots, query_shots, tasks, steps; query_shots
+    None means "as many as shots", as in MAML's few-shot classification code), and
+    ``algorithm_eval_defaults`` overrides them per algorithm, plus the support ``inner_batch``
+    (e.g. Reptile evaluates with 50 steps on minibatches of 5).
     """
 
     name: str
@@ -68,6 +71,7 @@ class Problem:
     train_defaults: Mapping[str, Any] = field(default_factory=_frozen)
     algorithm_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=_frozen)
     eval_defaults: Mapping[str, Any] = field(default_factory=_frozen)
+    algorithm_eval_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=_frozen)
     batching: str = "vmap"  # "vmap", or "stacked": grouped convolutions (mamlviz.stacked)
 
     def __post_init__(self) -> None:
@@ -77,6 +81,10 @@ class Problem:
     def defaults(self, algorithm: str) -> dict[str, Any]:
         """Training defaults for ``algorithm``: the problem's, then the algorithm's overrides."""
         return {**self.train_defaults, **self.algorithm_defaults.get(algorithm, {})}
+
+    def eval_settings(self, algorithm: str) -> dict[str, Any]:
+        """Evaluation defaults for ``algorithm``: the problem's, then the algorithm's overrides."""
+        return {**self.eval_defaults, **self.algorithm_eval_defaults.get(algorithm, {})}
 
 
 PROBLEMS: dict[str, Problem] = {}

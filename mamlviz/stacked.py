@@ -123,6 +123,7 @@ def meta_gradient(learner: Learner, meta: Params, episode: Episode) -> tuple[Par
             stacked.inner_steps,
             rule_params=rule_params,
             first_order=stacked.first_order,
+            inner_batch=stacked.inner_batch,
         )
         losses = per_task_losses(net, {**phi, **frozen}, episode.query)
         return losses.sum(), losses.detach()

@@ -59,6 +59,7 @@ class TrainConfig:
     snapshot_every: int = 1000
     options: dict[str, Any] = field(default_factory=dict)
     dtype: str = "float32"
+    init: str = ""  # a checkpoint (shipped name or file) to start from instead of the seed
 
     def __post_init__(self) -> None:
         get_problem(self.problem)
@@ -82,9 +83,16 @@ class TrainConfig:
 
     @classmethod
     def for_problem(cls, problem: str, algorithm: str, **overrides: Any) -> TrainConfig:
-        """The problem's paper settings for ``algorithm``, with ``overrides`` on top."""
+        """The problem's paper settings for ``algorithm``, with ``overrides`` on top.
+
+        ``options`` merge key by key, so ``--option inner_batch=5`` keeps the algorithm's other
+        default options (Reptile's Adam inner optimiser) instead of dropping them.
+        """
         defaults = get_problem(problem).defaults(algorithm)
-        return cls(problem=problem, algorithm=algorithm, **{**defaults, **overrides})
+        options = {**defaults.get("options", {}), **overrides.pop("options", {})}
+        return cls(
+            problem=problem, algorithm=algorithm, **{**defaults, **overrides, "options": options}
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,6 +164,28 @@ def _resume(path: Path, config: TrainConfig, meta: Params, state: dict[str, Any]
     return data.metadata
 
 
+def _warm_start(name: str, meta: Params) -> dict[str, Any]:
+    """Copy the meta-parameters of checkpoint ``name`` into ``meta``; what to record of it.
+
+    E.g. 5-shot training that starts from a 1-shot checkpoint. Names and shapes must match.
+    """
+    from mamlviz import hub  # hub imports this module
+
+    source = hub.load(name)
+    ckpt.check_params(Path(source.path), source.meta, meta)
+    with torch.no_grad():
+        for n, w in meta.items():
+            w.copy_(source.meta[n])
+    info = source.metadata
+    return {
+        "from": name,
+        "algorithm": info.get("algorithm"),
+        "iterations": info.get("iteration"),
+        "shots": info.get("config", {}).get("shots"),
+        "wall_time_s": info.get("wall_time_s"),
+    }
+
+
 def save_run(path: Path, config: TrainConfig, meta: Params, state: dict, history: History) -> None:
     """Write a resumable checkpoint of the run so far."""
     metadata = {
@@ -170,6 +200,8 @@ def save_run(path: Path, config: TrainConfig, meta: Params, state: dict, history
         "wall_time_s": state["wall_time_s"],
         "hardware": hardware(),
     }
+    if "init" in state:
+        metadata["initialised_from"] = state["init"]
     tensors = {
         "meta": {n: w.detach().clone() for n, w in meta.items()},
         "optimizer": state["optimizer"].state_dict(),
@@ -207,6 +239,8 @@ def fit(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         learner, init = build(config)
+        if config.init:
+            state["init"] = _warm_start(config.init, init)
         meta = {n: w.requires_grad_() for n, w in init.items()}
         if _outer_sgd(config):
             optimizer: torch.optim.Optimizer = torch.optim.SGD(meta.values(), lr=config.outer_lr)

@@ -69,6 +69,15 @@ def test_problem_is_registered_with_maml_defaults() -> None:
     assert (d["inner_lr"], d["inner_steps"], d["meta_batch"], d["outer_lr"]) == (0.4, 1, 32, 1e-3)
     assert problem.eval_defaults["steps"] == 3 and problem.eval_defaults["tasks"] == 600
     assert problem.make_model(0, torch.float32)(torch.rand(2, 1, 28, 28)).shape == (2, 5)
+    # query shots follow the shots (MAML code), so a 5-shot evaluation has 5 query per class
+    assert problem.eval_settings("maml")["query_shots"] is None
+    # Reptile's README commands: train-shots 10, inner-batch 10, 5 Adam steps, meta-batch 5,
+    # meta-step 1 -> 0; eval-iters 50 on eval-batch 5
+    r = problem.defaults("reptile")
+    assert (r["shots"], r["inner_steps"], r["meta_batch"], r["outer_lr"]) == (10, 5, 5, 1.0)
+    assert r["options"] == {"inner_optimizer": "adam", "inner_batch": 10}
+    want = {**problem.eval_defaults, "steps": 50, "inner_batch": 5}
+    assert problem.eval_settings("reptile") == want
 
 
 def test_notebook_api_adapts_a_meta_test_task(tasks: OmniglotTasks) -> None:

@@ -164,3 +164,26 @@ def test_config_dict_roundtrip() -> None:
         TrainConfig.from_dict({**config.to_dict(), "lr": 1.0})
     with pytest.raises(ValueError, match="inner_optimizer must be 'sgd' or 'adam'"):
         small(algorithm="reptile", options={"inner_optimizer": "rmsprop"})
+
+
+def test_options_merge_with_the_algorithm_defaults() -> None:
+    """An ``--option`` adds to the paper settings; it used to replace them (Reptile lost Adam)."""
+    config = TrainConfig.for_problem("omniglot", "reptile", options={"inner_batch": 5})
+    assert config.options == {"inner_optimizer": "adam", "inner_batch": 5}
+    assert TrainConfig.for_problem("omniglot", "reptile").options["inner_batch"] == 10
+
+
+def test_warm_start_copies_the_checkpoint_and_records_it(tmp_path) -> None:
+    first = tmp_path / "first.pt"
+    theta, _ = fit(small(iterations=10), first, progress=False)
+    second = tmp_path / "second.pt"
+    start, _ = fit(small(init=str(first)), progress=False, stop_after=0)
+    assert same_weights(start, theta)  # before any step: exactly the loaded weights
+    fit(small(iterations=1, init=str(first)), second, progress=False)
+    info = load(second).metadata["initialised_from"]
+    assert info["from"] == str(first) and info["iterations"] == 10
+    moved, _ = fit(small(iterations=1, init=str(first)), progress=False)
+    fresh, _ = fit(small(iterations=1), progress=False)
+    assert not same_weights(moved, fresh)
+    with pytest.raises(CheckpointError):  # another model shape
+        fit(small(iterations=1, algorithm="metasgd", init=str(first)), progress=False)
