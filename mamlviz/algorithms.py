@@ -41,7 +41,8 @@ def _sgd(inner_lr: float, **_: Any) -> InnerRule:
     return SGD(inner_lr)
 
 
-def _reptile_rule(inner_lr: float, inner_optimizer: str = "sgd", **_: Any) -> InnerRule:
+def sgd_or_adam(inner_lr: float, inner_optimizer: str = "sgd", **_: Any) -> InnerRule:
+    """The inner optimiser named by option ``inner_optimizer`` (Reptile and iMAML)."""
     if inner_optimizer == "sgd":
         return SGD(inner_lr)
     if inner_optimizer == "adam":
@@ -70,7 +71,7 @@ register(
 )
 register(
     AlgorithmSpec(
-        "reptile", "Reptile", "Nichol, Achiam & Schulman 2018", _reptile_rule, reptile, outer="sgd"
+        "reptile", "Reptile", "Nichol, Achiam & Schulman 2018", sgd_or_adam, reptile, outer="sgd"
     )
 )
 # The MAML paper's "pretrained" baseline: one network trained on all tasks jointly. It is MAML

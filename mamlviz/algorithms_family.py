@@ -19,7 +19,7 @@ import dataclasses
 from typing import Any
 
 from mamlviz import dropout
-from mamlviz.algorithms import AlgorithmSpec, register
+from mamlviz.algorithms import AlgorithmSpec, register, sgd_or_adam
 from mamlviz.errors import check_range
 from mamlviz.functional import make_loss
 from mamlviz.implicit import implicit, implicit_options
@@ -33,9 +33,11 @@ def _kronecker(inner_lr: float, **_: Any) -> InnerRule:
     return Kronecker(inner_lr)
 
 
-def _imaml_rule(inner_lr: float, **options: Any) -> InnerRule:
+def _imaml_rule(inner_lr: float, inner_optimizer: str = "sgd", **options: Any) -> InnerRule:
     implicit_options(options)  # bad lam / cg_steps / solver fail when the learner is built
-    return SGD(inner_lr)
+    # The implicit gradient only needs the inner solution, not how it was reached, so any
+    # solver that converges will do; Adam's steps stay bounded where the support loss is sharp.
+    return sgd_or_adam(inner_lr, inner_optimizer)
 
 
 def _dropout_rule(inner_lr: float, noise: str = "sample", samples: int = 1, **_: Any) -> InnerRule:

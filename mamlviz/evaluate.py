@@ -51,6 +51,7 @@ class Evaluation:
     inner_lr: float | None  # None for rules without one scalar step size
     # Per-step median over tasks: robust to the rare task on which fine-tuning diverges.
     median: list[float] | None = None
+    inner_batch: int | None = None  # support minibatch per step (None: the whole support)
 
     @property
     def steps(self) -> int:
@@ -65,7 +66,7 @@ class Evaluation:
 
     def settings(self) -> dict[str, Any]:
         """The arguments that reproduce this evaluation."""
-        keys = ("shots", "query_shots", "tasks", "seed", "inner_lr")
+        keys = ("shots", "query_shots", "tasks", "seed", "inner_lr", "inner_batch")
         return {k: getattr(self, k) for k in keys} | {"steps": self.steps}
 
     def table(self) -> str:
@@ -180,7 +181,9 @@ def evaluate(
     median = values.double().nanmedian(0).values.tolist()
     inner_lr = getattr(learner.rule, "inner_lr", None)
     inner_lr = None if inner_lr is None else float(inner_lr)
-    return Evaluation(metric, mean, ci, shots, query_shots, tasks, seed, inner_lr, median)
+    return Evaluation(
+        metric, mean, ci, shots, query_shots, tasks, seed, inner_lr, median, learner.inner_batch
+    )
 
 
 def evaluate_checkpoint(
@@ -197,20 +200,33 @@ def evaluate_checkpoint(
 ) -> Evaluation:
     """``evaluate`` a loaded :class:`mamlviz.hub.Checkpoint` on its problem's held-out tasks.
 
-    Arguments left ``None`` take the problem's evaluation defaults for the checkpoint's
-    algorithm (:meth:`mamlviz.problems.Problem.eval_settings`; sinusoid: 5 shots, 100 query
-    points, 600 tasks, 10 steps; Omniglot: 1 shot, query shots = shots, 3 steps, Reptile 50
-    steps on minibatches of 5), the training ``inner_lr`` and ``EVAL_SEED``.
+    Arguments left ``None`` take the settings of the evaluation stored in the checkpoint, so
+    ``evaluate NAME`` reproduces the number the course states; without one, the problem's
+    defaults for the checkpoint's algorithm (:meth:`mamlviz.problems.Problem.eval_settings`;
+    sinusoid: 5 shots, 100 query points, 600 tasks, 10 steps; Omniglot: 1 shot, query shots =
+    shots, 3 steps, Reptile 50 steps on minibatches of 5), the training ``inner_lr`` and
+    ``EVAL_SEED``.
     """
     problem = get_problem(checkpoint.config.problem)
     given = dict(
-        shots=shots, query_shots=query_shots, tasks=tasks, steps=steps, inner_batch=inner_batch
+        shots=shots,
+        query_shots=query_shots,
+        tasks=tasks,
+        steps=steps,
+        inner_batch=inner_batch,
+        inner_lr=inner_lr,
+        seed=seed,
     )
+    defaults = problem.eval_settings(checkpoint.config.algorithm)
+    stored = checkpoint.evaluation.settings() if checkpoint.evaluation is not None else {}
     settings = {
-        **problem.eval_settings(checkpoint.config.algorithm),
+        **defaults,
+        **{k: v for k, v in stored.items() if v is not None},
         **{k: v for k, v in given.items() if v is not None},
     }
-    if settings.get("query_shots") is None:
+    inner_lr, seed = settings.pop("inner_lr", None), settings.pop("seed", None)
+    follows_shots = defaults.get("query_shots", 0) is None and query_shots is None
+    if settings.get("query_shots") is None or (follows_shots and shots is not None):
         settings["query_shots"] = settings["shots"]
     learner = checkpoint.learner(inner_lr=inner_lr)
     batch = settings.pop("inner_batch", None)

@@ -10,8 +10,12 @@ so the meta-gradient needs only \phi, not the path that reached it:
     g = (I + H/\lambda)^{-1} \nabla_\phi L_query(\phi)            (iMAML, Lemma 1)
 
 solved with ``cg_steps`` of conjugate gradient on Hessian-vector products, or exactly with a
-dense solve for small models. \theta is detached inside the inner loop, so no graph is kept
-across inner steps: memory does not grow with ``inner_steps`` (see benchmarks/imaml.py).
+dense solve for small models. CG needs I + H/\lambda positive definite, which fails when the
+support Hessian has eigenvalues below -\lambda (a ReLU net's MSE Hessian does, about -24 on
+sinusoids). ``damping`` \delta >= 0 solves ((1 + \delta) I + H/\lambda) g = \nabla L_query
+instead: Tikhonov damping, as in Hessian-free optimisation (Martens 2010); \delta = 0 (the
+default) is the exact implicit gradient. \theta is detached inside the inner loop, so no graph
+is kept across inner steps: memory does not grow with ``inner_steps`` (benchmarks/imaml.py).
 """
 
 from __future__ import annotations
@@ -71,24 +75,54 @@ def conjugate_gradient(matvec: Callable[[Params], Params], b: Params, steps: int
 
 
 def dense_solve(
-    loss_fn: LossFn, params: Params, examples: Examples, b: Params, lam: float
+    loss_fn: LossFn,
+    params: Params,
+    examples: Examples,
+    b: Params,
+    lam: float,
+    damping: float = 0.0,
 ) -> Params:
-    """Exact ``(I + H/lam)^{-1} b`` with the full Hessian: for small models and for teaching."""
+    """Exact ``((1 + damping) I + H/lam)^{-1} b`` with the full Hessian: for small models and
+    for teaching."""
     flat = flatten(params)
     h = hessian(lambda v: loss_fn(unflatten(v, params), examples))(flat)
     eye = torch.eye(flat.numel(), dtype=flat.dtype, device=flat.device)
-    return unflatten(torch.linalg.solve(eye + h / lam, flatten(b)), params)
+    return unflatten(torch.linalg.solve((1 + damping) * eye + h / lam, flatten(b)), params)
 
 
-def implicit_options(options: dict) -> tuple[float, int, str]:
-    """``(lam, cg_steps, solver)`` from a learner's options, validated (iMAML: 2.0, 5, cg)."""
+def implicit_options(options: dict) -> tuple[float, int, str, float]:
+    """``(lam, cg_steps, solver, damping)`` from a learner's options, validated
+    (iMAML defaults: 2.0, 5, "cg", 0.0)."""
     lam, cg_steps = options.get("lam", 2.0), options.get("cg_steps", 5)
-    solver = options.get("solver", "cg")
+    solver, damping = options.get("solver", "cg"), options.get("damping", 0.0)
     check_range("lam", lam, 0.0, low_open=True)
     check_range("cg_steps", cg_steps, 1, integer=True)
+    check_range("damping", damping, 0.0)
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    return float(lam), int(cg_steps), solver
+    return float(lam), int(cg_steps), solver, float(damping)
+
+
+def proximal_loss(support_loss: LossFn, theta: Params, lam: float) -> LossFn:
+    r"""iMAML's inner objective L_support(\phi) + \lambda/2 ||\phi - \theta||^2, a loss of \phi."""
+
+    def proximal(phi: Params, examples: Examples) -> Tensor:
+        distance = sum(torch.sum((phi[n] - theta[n]) ** 2) for n in phi)
+        return support_loss(phi, examples) + 0.5 * lam * distance
+
+    return proximal
+
+
+def implicit_matvec(
+    support_loss: LossFn, phi: Params, support: Examples, lam: float, damping: float = 0.0
+) -> Callable[[Params], Params]:
+    r"""``v -> ((1 + damping) v + H v / \lambda)``, H the support Hessian at \phi (for CG)."""
+
+    def matvec(v: Params) -> Params:
+        hv = hvp(support_loss, phi, support, v)
+        return {n: (1 + damping) * v[n] + hv[n] / lam for n in v}
+
+    return matvec
 
 
 def implicit(learner: Learner, meta: Params, episode: Episode) -> tuple[Params, Tensor]:
@@ -96,17 +130,11 @@ def implicit(learner: Learner, meta: Params, episode: Episode) -> tuple[Params, 
 
     Frozen and rule parameters get zero gradient: the implicit formula covers only \theta.
     """
-    lam, cg_steps, solver = implicit_options(learner.options)
+    lam, cg_steps, solver, damping = implicit_options(learner.options)
     fast, frozen, rule_params = learner.split(detach(meta))
     support_loss = learner.support_loss_fn(frozen)
-    theta = fast
-
-    def proximal(phi: Params, examples: Examples) -> Tensor:
-        distance = sum(torch.sum((phi[n] - theta[n]) ** 2) for n in phi)
-        return support_loss(phi, examples) + 0.5 * lam * distance
-
     phi = adapt(
-        proximal,
+        proximal_loss(support_loss, fast, lam),
         fast,
         episode.support,
         learner.rule,
@@ -119,13 +147,9 @@ def implicit(learner: Learner, meta: Params, episode: Episode) -> tuple[Params, 
         phi
     )
     if solver == "dense":
-        g = dense_solve(support_loss, phi, episode.support, g_query, lam)
+        g = dense_solve(support_loss, phi, episode.support, g_query, lam, damping)
     else:
-
-        def matvec(v: Params) -> Params:
-            hv = hvp(support_loss, phi, episode.support, v)
-            return {n: v[n] + hv[n] / lam for n in v}
-
+        matvec = implicit_matvec(support_loss, phi, episode.support, lam, damping)
         g = conjugate_gradient(matvec, g_query, cg_steps)
     grads = {**zeros_like(frozen), **zeros_like(rule_params), **g}
     return {n: grads[n] for n in meta}, query_loss

@@ -200,3 +200,22 @@ def test_bad_arguments(kwargs: dict, message: str) -> None:
     _, learner, meta, _ = setup()
     with pytest.raises(ValueError, match=message):
         evaluate(learner, meta, SinusoidTasks(), **kwargs)
+
+
+def test_checkpoint_evaluation_defaults_to_the_stored_settings() -> None:
+    """``evaluate NAME`` reproduces the stored number: its settings are the default."""
+    import dataclasses
+
+    from mamlviz import hub
+    from mamlviz.evaluate import evaluate_checkpoint
+
+    loaded = hub.load("sinusoid-maml")
+    stored = dataclasses.replace(loaded.evaluation, shots=3, query_shots=7, tasks=4, seed=11)
+    stored = dataclasses.replace(stored, mean=stored.mean[:3], ci95=stored.ci95[:3])
+    loaded = dataclasses.replace(loaded, evaluation=stored)
+    again = evaluate_checkpoint(loaded)
+    assert again.settings() == stored.settings() and again.steps == 2
+    other = evaluate_checkpoint(loaded, shots=2, steps=1)
+    assert (other.shots, other.query_shots, other.tasks, other.steps) == (2, 7, 4, 1)
+    # a different seed draws other tasks
+    assert evaluate_checkpoint(loaded, seed=12).mean != again.mean

@@ -13,7 +13,7 @@ from torch.func import vmap
 import mamlviz.algorithms_family  # noqa: F401  (registers imaml)
 from mamlviz.algorithms import make_learner
 from mamlviz.functional import flatten, unflatten
-from mamlviz.implicit import conjugate_gradient, dense_solve, hvp, implicit
+from mamlviz.implicit import conjugate_gradient, dense_solve, hvp, implicit, implicit_matvec
 from mamlviz.learner import Learner
 from mamlviz.metagrad import unrolled
 from mamlviz.models import MLP
@@ -188,6 +188,22 @@ def test_dense_solve_matches_linalg_solve() -> None:
     torch.testing.assert_close(x["theta"], torch.linalg.solve(torch.eye(n) + a / lam, b["theta"]))
 
 
+def test_damping_solves_the_damped_system_with_cg_and_dense() -> None:
+    """((1 + d) I + H / lam) g = b, with an INDEFINITE H that damping makes positive definite."""
+    n, lam, damping = 4, 2.0, 1.5
+    a = spd(n, 5) - 3.0 * torch.eye(n)  # eigenvalues below -lam: I + H/lam is indefinite
+    assert torch.linalg.eigvalsh(torch.eye(n) + a / lam).min() < 0
+    want_matrix = (1 + damping) * torch.eye(n) + a / lam
+    assert torch.linalg.eigvalsh(want_matrix).min() > 0
+    b = {"theta": torch.randn(n, generator=torch.Generator().manual_seed(1))}
+    params, ex = {"theta": torch.zeros(n)}, Examples(a, torch.zeros(n))
+    want = torch.linalg.solve(want_matrix, b["theta"])
+    dense = dense_solve(quadratic, params, ex, b, lam, damping)
+    torch.testing.assert_close(dense["theta"], want)
+    matvec = implicit_matvec(quadratic, params, ex, lam, damping)
+    torch.testing.assert_close(conjugate_gradient(matvec, b, n)["theta"], want)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -196,6 +212,7 @@ def test_dense_solve_matches_linalg_solve() -> None:
         ({"cg_steps": 0}, r"cg_steps must be in \[1, inf\)"),
         ({"cg_steps": 2.5}, "cg_steps must be an integer"),
         ({"solver": "lu"}, "solver must be one of"),
+        ({"damping": -0.1}, r"damping must be in \[0, inf\)"),
     ],
 )
 def test_bad_options_name_the_argument(options: dict, message: str) -> None:

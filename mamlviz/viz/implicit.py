@@ -11,13 +11,12 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import plotly.graph_objects as go
-import torch
 from matplotlib.figure import Figure
 from torch.func import grad
 
 from mamlviz.benchmarks.memory import measure_in_fresh_process
 from mamlviz.functional import LossFn, Params, detach, tree_norm, tree_sub
-from mamlviz.implicit import conjugate_gradient, hvp
+from mamlviz.implicit import conjugate_gradient, implicit_matvec, proximal_loss
 from mamlviz.inner import adapt
 from mamlviz.rules import SGD
 from mamlviz.tasks.episode import Episode, Examples
@@ -41,13 +40,7 @@ def proximal_adapt(
 
     Differentiable in \theta: an outer ``grad`` unrolls through every step (the baseline).
     """
-
-    def proximal(phi: Params, examples: Examples) -> torch.Tensor:
-        return loss_fn(phi, examples) + 0.5 * lam * sum(
-            torch.sum((phi[n] - theta[n]) ** 2) for n in phi
-        )
-
-    return adapt(proximal, theta, support, SGD(inner_lr), steps)
+    return adapt(proximal_loss(loss_fn, theta, lam), theta, support, SGD(inner_lr), steps)
 
 
 def implicit_vs_unrolled(
@@ -62,10 +55,7 @@ def implicit_vs_unrolled(
     phi = detach(proximal_adapt(loss_fn, detach(theta), episode.support, lam, lr, steps))
     g_query = grad(loss_fn)(phi, episode.query)
 
-    def matvec(v: Params) -> Params:
-        hv = hvp(loss_fn, phi, episode.support, v)
-        return {n: v[n] + hv[n] / lam for n in v}
-
+    matvec = implicit_matvec(loss_fn, phi, episode.support, lam)
     converged = conjugate_gradient(matvec, g_query, 60)
     cg = [conjugate_gradient(matvec, g_query, s) for s in cg_steps]
     unrolled_g = grad(
