@@ -47,6 +47,11 @@ def _dropout_rule(inner_lr: float, noise: str = "sample", samples: int = 1, **_:
     return SGD(inner_lr)
 
 
+def _prepare_imaml(learner: Learner, loss: str) -> Learner:
+    """Adapt on the proximal objective everywhere, evaluation included (Rajeswaran et al.)."""
+    return dataclasses.replace(learner, proximal=implicit_options(learner.options)[0])
+
+
 def _prepare_dropout(learner: Learner, loss: str) -> Learner:
     """Wrap the MLP with noise layers; noisy support loss; the noise net never adapts.
 
@@ -79,6 +84,7 @@ register(
         _imaml_rule,
         implicit,
         defaults=(("lam", 2.0), ("cg_steps", 5), ("solver", "cg")),
+        prepare=_prepare_imaml,
     )
 )
 register(

@@ -108,7 +108,7 @@ def metric_curves(
     def one_task(ep: Episode) -> Tensor:
         curve: list[Tensor] = []
         adapt(
-            learner.support_loss_fn(frozen),
+            learner.inner_objective(frozen, fast),
             fast,
             ep.support,
             learner.rule,

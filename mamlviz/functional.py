@@ -97,3 +97,13 @@ def unflatten(vector: Tensor, like: Mapping[str, Tensor]) -> Params:
 def detach(a: Mapping[str, Tensor]) -> Params:
     """Leaf-wise ``detach``: cuts the outer (meta) graph."""
     return {n: v.detach() for n, v in a.items()}
+
+
+def proximal_loss(support_loss: LossFn, theta: Params, lam: float) -> LossFn:
+    r"""iMAML's inner objective L_support(\phi) + \lambda/2 ||\phi - \theta||^2, a loss of \phi."""
+
+    def proximal(phi: Params, examples: Examples) -> Tensor:
+        distance = sum(torch.sum((phi[n] - theta[n]) ** 2) for n in phi)
+        return support_loss(phi, examples) + 0.5 * lam * distance
+
+    return proximal

@@ -27,7 +27,15 @@ from torch import Tensor
 from torch.func import grad, grad_and_value, hessian, vjp
 
 from mamlviz.errors import check_range
-from mamlviz.functional import LossFn, Params, detach, flatten, tree_dot, unflatten
+from mamlviz.functional import (
+    LossFn,
+    Params,
+    detach,
+    flatten,
+    proximal_loss,
+    tree_dot,
+    unflatten,
+)
 from mamlviz.inner import adapt
 from mamlviz.learner import Learner, zeros_like
 from mamlviz.tasks.episode import Episode, Examples
@@ -103,16 +111,6 @@ def implicit_options(options: dict) -> tuple[float, int, str, float]:
     return float(lam), int(cg_steps), solver, float(damping)
 
 
-def proximal_loss(support_loss: LossFn, theta: Params, lam: float) -> LossFn:
-    r"""iMAML's inner objective L_support(\phi) + \lambda/2 ||\phi - \theta||^2, a loss of \phi."""
-
-    def proximal(phi: Params, examples: Examples) -> Tensor:
-        distance = sum(torch.sum((phi[n] - theta[n]) ** 2) for n in phi)
-        return support_loss(phi, examples) + 0.5 * lam * distance
-
-    return proximal
-
-
 def implicit_matvec(
     support_loss: LossFn, phi: Params, support: Examples, lam: float, damping: float = 0.0
 ) -> Callable[[Params], Params]:
@@ -134,7 +132,7 @@ def implicit(learner: Learner, meta: Params, episode: Episode) -> tuple[Params, 
     fast, frozen, rule_params = learner.split(detach(meta))
     support_loss = learner.support_loss_fn(frozen)
     phi = adapt(
-        proximal_loss(support_loss, fast, lam),
+        proximal_loss(support_loss, fast, lam),  # == learner.inner_objective(frozen, fast)
         fast,
         episode.support,
         learner.rule,

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from mamlviz.errors import check_range
-from mamlviz.functional import LossFn, Params, params_of
+from mamlviz.functional import LossFn, Params, params_of, proximal_loss
 from mamlviz.rules import RULE_PREFIX, InnerRule
 from mamlviz.tasks.episode import Episode, Examples
 
@@ -58,6 +58,7 @@ class Learner:
     algorithm: str = "custom"
     options: dict[str, float] = field(default_factory=dict)
     inner_batch: int | None = None
+    proximal: float | None = None  # iMAML's lambda: adapt on L_s + lambda/2 ||phi - theta||^2
 
     def __post_init__(self) -> None:
         check_range("inner_steps", self.inner_steps, 0, integer=True)
@@ -86,6 +87,12 @@ class Learner:
         """Inner-loop loss over the fast weights, with the frozen weights held fixed."""
         base = self.support_loss or self.loss
         return lambda fast, examples: base({**fast, **frozen}, examples)
+
+    def inner_objective(self, frozen: Params, theta: Params) -> LossFn:
+        """What the inner loop minimises from ``theta``: the support loss, or for iMAML
+        (``proximal`` = lambda) the proximal objective, at training and at test alike."""
+        base = self.support_loss_fn(frozen)
+        return base if self.proximal is None else proximal_loss(base, theta, self.proximal)
 
     def query_loss(self, phi: Params, frozen: Params, query: Examples) -> Tensor:
         """Outer loss of adapted weights ``phi`` on the query set (always noise-free)."""

@@ -221,3 +221,20 @@ def test_bad_options_name_the_argument(options: dict, message: str) -> None:
         make_learner("imaml", model, "mse", inner_lr=0.1, inner_steps=1, **options)
     with pytest.raises(ValueError, match="cg_steps"):
         conjugate_gradient(lambda v: v, {"x": torch.ones(2)}, 0)
+
+
+def test_imaml_adapts_on_the_proximal_objective_at_test_time_too() -> None:
+    """``inner_objective`` (what ``evaluate`` adapts on) is L_s + lam/2 ||phi - theta||^2 for
+    iMAML and the plain support loss for MAML."""
+    model, ep = tiny()
+    task = ep.task(0)
+    imaml = make_learner("imaml", model, "mse", inner_lr=0.02, inner_steps=3, lam=4.0)
+    maml = make_learner("maml", model, "mse", inner_lr=0.02, inner_steps=3)
+    assert imaml.proximal == 4.0 and maml.proximal is None
+    theta = imaml.init_meta()
+    phi = {n: w + 0.1 for n, w in theta.items()}
+    support = imaml.loss(phi, task.support)
+    distance = sum(float(((phi[n] - theta[n]) ** 2).sum()) for n in phi)
+    got = imaml.inner_objective({}, theta)(phi, task.support)
+    torch.testing.assert_close(got, support + 0.5 * 4.0 * distance)
+    torch.testing.assert_close(maml.inner_objective({}, theta)(phi, task.support), support)

@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 from torch.func import grad
 
 from mamlviz.benchmarks.memory import measure_in_fresh_process
-from mamlviz.functional import LossFn, Params, detach, tree_norm, tree_sub
-from mamlviz.implicit import conjugate_gradient, implicit_matvec, proximal_loss
+from mamlviz.functional import LossFn, Params, detach, proximal_loss, tree_norm, tree_sub
+from mamlviz.implicit import conjugate_gradient, implicit_matvec
 from mamlviz.inner import adapt
 from mamlviz.rules import SGD
 from mamlviz.tasks.episode import Episode, Examples
