@@ -33,10 +33,15 @@ def _kronecker(inner_lr: float, **_: Any) -> InnerRule:
     return Kronecker(inner_lr)
 
 
-def _imaml_rule(inner_lr: float, inner_optimizer: str = "sgd", **options: Any) -> InnerRule:
+def _imaml_rule(
+    inner_lr: float, inner_optimizer: str = "sgd", max_norm: float | None = None, **options: Any
+) -> InnerRule:
     implicit_options(options)  # bad lam / cg_steps / solver fail when the learner is built
     # The implicit gradient only needs the inner solution, not how it was reached, so any
-    # solver that converges will do; Adam's steps stay bounded where the support loss is sharp.
+    # solver that converges will do: clipped SGD or Adam stay finite where the support loss is
+    # sharper than 2 / inner_lr.
+    if max_norm is not None and inner_optimizer == "sgd":
+        return SGD(inner_lr, float(max_norm))
     return sgd_or_adam(inner_lr, inner_optimizer)
 
 

@@ -36,12 +36,20 @@ class InnerRule(Protocol):
 
 @dataclass(frozen=True)
 class SGD:
-    """Plain gradient descent, MAML's inner rule: ``phi = theta - inner_lr * grad``."""
+    """Plain gradient descent, MAML's inner rule: ``phi = theta - inner_lr * grad``.
+
+    ``max_norm`` (None: off) clips each step's gradient to that global norm (Pascanu et al.
+    2013): g * min(1, max_norm / ||g||). iMAML uses it to keep a long inner solve finite on the
+    rare task whose support curvature exceeds 2 / inner_lr.
+    """
 
     inner_lr: float
+    max_norm: float | None = None
 
     def __post_init__(self) -> None:
         check_range("inner_lr", self.inner_lr, 0.0)
+        if self.max_norm is not None:
+            check_range("max_norm", self.max_norm, 0.0, low_open=True)
 
     def init_params(self, fast: Params) -> Params:
         return {}
@@ -52,7 +60,11 @@ class SGD:
     def step(
         self, fast: Params, grads: Params, state: Params, rule_params: Params, k: int
     ) -> tuple[Params, Params]:
-        return {n: w - self.inner_lr * grads[n] for n, w in fast.items()}, state
+        lr: torch.Tensor | float = self.inner_lr
+        if self.max_norm is not None:  # tensor ops only, so it runs under vmap
+            norm = torch.sqrt(sum(torch.sum(g**2) for g in grads.values()))
+            lr = self.inner_lr * torch.clamp(self.max_norm / (norm + 1e-12), max=1.0)
+        return {n: w - lr * grads[n] for n, w in fast.items()}, state
 
 
 @dataclass(frozen=True)

@@ -220,3 +220,22 @@ def test_trajectory_records_every_step_and_matches_plain_adapt() -> None:
     for k in range(4):
         g = grad(loss)(trajectory.fast[k], task.support)
         torch.testing.assert_close(flatten(trajectory.grads[k]), flatten(g))
+
+
+def test_clipped_sgd_step_by_hand_and_under_vmap() -> None:
+    """SGD(lr, max_norm): g * min(1, max_norm / ||g||) with the global norm; None: plain SGD."""
+    fast = {"a": torch.tensor([1.0, 2.0], dtype=torch.float64), "b": torch.tensor(3.0).double()}
+    grads = {"a": torch.tensor([3.0, 0.0]).double(), "b": torch.tensor(4.0).double()}  # norm 5
+    clipped, _ = SGD(0.1, max_norm=2.0).step(fast, grads, {}, {}, 0)
+    torch.testing.assert_close(clipped["a"], fast["a"] - 0.1 * 0.4 * grads["a"])
+    torch.testing.assert_close(clipped["b"], fast["b"] - 0.1 * 0.4 * grads["b"])
+    loose, _ = SGD(0.1, max_norm=50.0).step(fast, grads, {}, {}, 0)
+    plain, _ = SGD(0.1).step(fast, grads, {}, {}, 0)
+    for n in fast:
+        torch.testing.assert_close(loose[n], plain[n], rtol=0, atol=0)
+    batched = torch.func.vmap(lambda g: SGD(0.1, max_norm=2.0).step(fast, g, {}, {}, 0)[0])(
+        {n: torch.stack([g, 2 * g]) for n, g in grads.items()}
+    )
+    torch.testing.assert_close(batched["a"][1], clipped["a"])  # same norm after clipping
+    with pytest.raises(ValueError, match="max_norm"):
+        SGD(0.1, max_norm=0.0)
