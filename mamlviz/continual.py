@@ -16,19 +16,27 @@ The sequential steps make the Reptile update reward gradient agreement between e
 ``online`` (one SGD step per example, no memory) and ``replay`` (experience replay: s SGD steps
 per example, each on the mean loss of a batch B). With beta = gamma = 1, s = 1 and no memory,
 MER is exactly online SGD (tested).
+
+:func:`run_stream` evaluates every task's test set after each task: the loss matrix, and
+optionally a score matrix such as accuracy (``metric_fn``), with the metrics of Lopez-Paz &
+Ranzato 2017 (final average, backward transfer, learning accuracy) and Chaudhry et al. 2018
+(forgetting).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from mamlviz.errors import DivergenceError, check_range
-from mamlviz.functional import LossFn, Params
+from mamlviz.functional import LossFn, Params, call
 from mamlviz.inner import adapt
 from mamlviz.rules import SGD
 from mamlviz.tasks.episode import Examples
 
 METHODS = ("online", "replay", "mer")
+MetricFn = Callable[[Params, Examples], float]
 
 
 class Reservoir:
@@ -134,6 +142,7 @@ def run_stream(
     batches: int = 1,
     replay: int = 0,
     seed: int = 0,
+    metric_fn: MetricFn | None = None,
 ) -> dict:
     """Learn ``stream`` in order; evaluate on every family's test set after each family.
 
@@ -142,10 +151,16 @@ def run_stream(
     forgetting; Lopez-Paz & Ranzato 2017, for losses) and ``forgetting`` (mean increase over the
     best loss reached on an earlier family, Chaudhry et al. 2018), and ``online_loss`` (the loss
     of each example before training on it). Raises :class:`DivergenceError` naming the example.
+
+    With ``metric_fn`` (a score where higher is better, e.g. :func:`make_accuracy`) it also
+    returns the matrix ``metrics[t][j]`` = A[t, j] and :func:`score_summary` of it:
+    ``final_metric``, ``learning_metric[j]`` = A[j, j] (MER's learning accuracy),
+    ``metric_bwt`` and ``metric_forgetting``. Evaluating it changes neither ``theta`` nor any
+    random stream, so every other output is the same as without it.
     """
     check_settings(method, lr, memory_size, beta, gamma, batches, replay)
     memory = Reservoir(memory_size, torch.Generator().manual_seed(seed))
-    online, losses, n = [], [], stream.x.shape[0]
+    online, losses, scores, n = [], [], [], stream.x.shape[0]
     for t in range(n):
         with torch.no_grad():
             loss = float(loss_fn(theta, Examples(stream.x[t : t + 1], stream.y[t : t + 1])))
@@ -162,12 +177,15 @@ def run_stream(
             if not torch.isfinite(torch.tensor(row)).all():
                 raise DivergenceError("stream example", t, max(row), "lower lr")
             losses.append(row)
+            if metric_fn is not None:
+                with torch.no_grad():
+                    scores.append([float(metric_fn(theta, ex)) for ex in test_sets])
     r = torch.tensor(losses)
     last = r.shape[0] - 1
     earlier = range(last)
     bwt = [float(r[last, j] - r[j, j]) for j in earlier]
     forgetting = [float(r[last, j] - r[j:last, j].min()) for j in earlier]
-    return {
+    out = {
         "theta": theta,
         "losses": losses,
         "final_loss": float(r[last].mean()),
@@ -175,3 +193,38 @@ def run_stream(
         "forgetting": sum(forgetting) / max(len(forgetting), 1),
         "online_loss": online,
     }
+    if metric_fn is not None:
+        out.update(metrics=scores, **score_summary(scores))
+    return out
+
+
+def score_summary(scores: list[list[float]]) -> dict:
+    """Metrics of a score matrix A[t, j] (score on task j after task t; higher is better).
+
+    ``final_metric`` = mean_j A[T-1, j]; ``learning_metric[j]`` = A[j, j], the score on task j
+    right after learning it (MER's "learning accuracy" is its mean); ``metric_bwt`` = mean over
+    j < T-1 of A[T-1, j] - A[j, j] (Lopez-Paz & Ranzato 2017): for a score NEGATIVE means
+    forgetting, the opposite sign of the loss ``bwt``; ``metric_forgetting`` = mean over j < T-1
+    of max_{j <= l < T-1} A[l, j] - A[T-1, j] (Chaudhry et al. 2018): POSITIVE means forgetting,
+    as for the loss ``forgetting`` (negative: task j got better after it was left).
+    """
+    a = torch.tensor(scores, dtype=torch.float64)
+    last = a.shape[0] - 1
+    earlier = range(last)
+    bwt = [float(a[last, j] - a[j, j]) for j in earlier]
+    forgetting = [float(a[j:last, j].max() - a[last, j]) for j in earlier]
+    return {
+        "final_metric": float(a[last].mean()),
+        "learning_metric": [float(a[j, j]) for j in range(a.shape[0])],
+        "metric_bwt": sum(bwt) / max(len(bwt), 1),
+        "metric_forgetting": sum(forgetting) / max(len(forgetting), 1),
+    }
+
+
+def make_accuracy(model: torch.nn.Module) -> MetricFn:
+    """Classification accuracy of ``model`` run with ``theta``: mean of argmax(logits) == y."""
+
+    def accuracy(theta: Params, examples: Examples) -> float:
+        return float((call(model, theta, examples.x).argmax(-1) == examples.y).double().mean())
+
+    return accuracy
