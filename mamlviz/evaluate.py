@@ -26,6 +26,7 @@ from torch import Tensor
 from torch.func import vmap
 from tqdm.auto import tqdm
 
+from mamlviz import stacked
 from mamlviz.errors import check_range
 from mamlviz.functional import Params, call, detach
 from mamlviz.inner import adapt
@@ -99,9 +100,22 @@ METRICS = {"mse": mse, "accuracy": accuracy}
 
 
 def metric_curves(
-    learner: Learner, meta: Params, episode: Episode, steps: int, metric: str = "mse"
+    learner: Learner,
+    meta: Params,
+    episode: Episode,
+    steps: int,
+    metric: str = "mse",
+    *,
+    stacked_path: bool = True,
 ) -> Tensor:
-    """``[tasks, steps + 1]``: the query metric of phi_0 = theta, phi_1, ..., phi_steps."""
+    """``[tasks, steps + 1]``: the query metric of phi_0 = theta, phi_1, ..., phi_steps.
+
+    Conv-net accuracy runs on the stacked path (one grouped convolution per layer for every
+    task; :func:`mamlviz.stacked.accuracy_curves`) unless ``stacked_path=False``; everything
+    else under ``vmap``.
+    """
+    if stacked_path and metric == "accuracy" and stacked.supports(learner):
+        return stacked.accuracy_curves(learner, meta, episode, steps)
     measure = METRICS[metric]
     fast, frozen, rule_params = learner.split(detach(meta))
 

@@ -130,3 +130,34 @@ def meta_gradient(learner: Learner, meta: Params, episode: Episode) -> tuple[Par
 
     grads, losses = grad(total_query_loss, has_aux=True)(meta)
     return {n: g / tasks for n, g in grads.items()}, losses
+
+
+def accuracy_curves(learner: Learner, meta: Params, episode: Episode, steps: int) -> Tensor:
+    """``[tasks, steps + 1]`` query accuracy after 0..steps inner steps, all tasks stacked.
+
+    What :func:`mamlviz.evaluate.metric_curves` computes with ``vmap``, ~10x faster for the
+    conv net (tested equal in float64); the evaluation of Reptile's 50 test steps needs it.
+    """
+    tasks, net = episode.num_tasks, learner.model
+    sl = stacked_learner(learner)
+    fast, frozen, rule_params = sl.split(stack(detach(meta), tasks))
+    curve: list[Tensor] = []
+
+    def record(k: int, phi: Params, loss: Tensor, grads: Params) -> None:
+        logits = stacked_logits(net, {**phi, **frozen}, episode.query.x)
+        hits = (logits.argmax(-1) == episode.query.y).to(logits.dtype)
+        curve.append(hits.mean(1))
+
+    with torch.no_grad():  # torch.func.grad inside adapt still works; no outer graph
+        adapt(
+            sl.inner_objective(frozen, fast),
+            fast,
+            episode.support,
+            sl.rule,
+            steps,
+            rule_params=rule_params,
+            first_order=True,
+            inner_batch=sl.inner_batch,
+            record=record,
+        )
+    return torch.stack(curve, dim=1)

@@ -141,3 +141,20 @@ def test_errors() -> None:
     )
     with pytest.raises(ValueError, match=r"learner\.model"):
         stacked.meta_gradient(learner, learner.init_meta(), episode())
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "reptile"])
+def test_stacked_accuracy_curves_equal_the_vmap_evaluation(algorithm: str) -> None:
+    from mamlviz.evaluate import metric_curves
+
+    options = {"inner_optimizer": "adam", "inner_batch": 3} if algorithm == "reptile" else {}
+    lr = 0.1 if algorithm == "reptile" else 0.4
+    learner = make_learner(
+        algorithm, small_net(False), "cross_entropy", inner_lr=lr, inner_steps=1, **options
+    )
+    meta, ep = learner.init_meta(), episode(shots=2, query_shots=3)
+    want = metric_curves(learner, meta, ep, 4, "accuracy", stacked_path=False)
+    got = metric_curves(learner, meta, ep, 4, "accuracy")
+    assert got.shape == (TASKS, 5)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert not torch.equal(got[:, 0], got[:, -1])  # the steps change the predictions
