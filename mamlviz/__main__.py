@@ -85,6 +85,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     check_range("--threads", args.threads, 1, integer=True)
     torch.set_num_threads(args.threads)
+    if args.write and args.option:
+        raise ValueError("--write stores the checkpoint's own evaluation: drop --option")
     loaded = hub.load(args.checkpoint)
     result = evaluate_checkpoint(
         loaded,
@@ -95,6 +97,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         inner_lr=args.inner_lr,
         inner_batch=args.inner_batch,
         seed=args.seed,
+        options=_options(args.option),
         progress=not args.quiet,
     )
     if args.write:
@@ -165,6 +168,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int, default=None)
     e.add_argument("--inner-lr", type=float, default=None)
     e.add_argument("--inner-batch", type=int, default=None, help="support minibatch per step")
+    e.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="e.g. samples=30"
+    )
     e.add_argument("--seed", type=int, default=None)
     e.add_argument("--json", action="store_true")
     e.add_argument("--write", action="store_true", help="store the result in the checkpoint")

@@ -211,8 +211,12 @@ def evaluate_checkpoint(
     inner_batch: int | None = None,
     seed: int | None = None,
     progress: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> Evaluation:
     """``evaluate`` a loaded :class:`mamlviz.hub.Checkpoint` on its problem's held-out tasks.
+
+    ``options`` override the algorithm's options for the evaluation only (e.g. Meta-Dropout's
+    Monte-Carlo ``samples``).
 
     Arguments left ``None`` take the settings of the evaluation stored in the checkpoint, so
     ``evaluate NAME`` reproduces the number the course states; without one, the problem's
@@ -242,7 +246,7 @@ def evaluate_checkpoint(
     follows_shots = defaults.get("query_shots", 0) is None and query_shots is None
     if settings.get("query_shots") is None or (follows_shots and shots is not None):
         settings["query_shots"] = settings["shots"]
-    learner = checkpoint.learner(inner_lr=inner_lr)
+    learner = checkpoint.learner(inner_lr=inner_lr, **(options or {}))
     batch = settings.pop("inner_batch", None)
     if batch is not None:
         learner = replace(learner, inner_batch=int(batch))
