@@ -17,6 +17,10 @@ commands): 10 training shots per class whatever the test shots, Adam inner optim
 (beta1 = 0) with lr 1e-3 and 5 steps on support minibatches of 10, meta-batch 5, outer step
 eps = 1 annealed linearly to 0, 100,000 iterations; at test 50 steps on minibatches of 5. It
 adapts on the support set only, so one trained model serves the 1-shot and the 5-shot rows.
+One difference remains: our Adam starts every task with zero moments, while the official code
+saves and restores only the trainable variables between tasks, so its Adam moments carry over
+from task to task. Per-task Adam takes sign-like first steps on every weight and plateaued
+(README); the shipped Reptile model uses ``--option inner_optimizer=sgd --inner-lr 0.2``.
 
 The images are loaded once, on first use, by :func:`mamlviz.tasks.omniglot_data.load_omniglot`
 (env ``MAMLVIZ_OMNIGLOT`` names the folder with the two official zips; ``MAMLVIZ_CACHE`` the

@@ -1,0 +1,68 @@
+"""The shipped Omniglot checkpoints: a fresh evaluation on the 600 meta-test episodes gives the
+number stored in the checkpoint (and stated in the README), and each meets its bar against the
+published row (REFERENCES.md section 1): MAML 5-way 1-shot >= 97.0 % (Finn et al. 2017, Table
+1: 98.7), 5-shot >= 99.0 % (99.9); FOMAML and Reptile within 1.5 points of Nichol et al. 2018,
+Table 2 (FOMAML + transduction 98.3 / 99.2, Reptile + transduction 97.68 / 99.48; our batch
+norm uses the statistics of the query batch, which is the transductive setting)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mamlviz import hub
+from mamlviz.evaluate import evaluate_checkpoint
+from mamlviz.tasks import omniglot_problem
+
+# name -> (published accuracy, allowed shortfall in points)
+BARS = {
+    "omniglot-maml-5w1s": (98.7, 1.7),
+    "omniglot-maml-5w5s": (99.9, 0.9),
+    "omniglot-fomaml-5w1s": (98.3, 1.5),
+    "omniglot-fomaml-5w5s": (99.2, 1.5),
+    "omniglot-reptile-5w1s": (97.68, 1.5),
+    "omniglot-reptile-5w5s": (99.48, 1.5),
+}
+SHIPPED = [name for name in hub.available() if name.startswith("omniglot-")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_data(omniglot_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Point the package at the shared copy (the local-path mechanism users have too)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MAMLVIZ_OMNIGLOT", str(omniglot_dir))
+    patch.setenv("MAMLVIZ_CACHE", str(tmp_path_factory.mktemp("cache")))
+    omniglot_problem.omniglot_tasks.cache_clear()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+    omniglot_problem.omniglot_tasks.cache_clear()
+    patch.undo()
+
+
+def test_every_row_of_the_table_is_shipped() -> None:
+    assert sorted(SHIPPED) == sorted(BARS)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_stored_evaluation_is_reproduced_and_meets_the_bar(name: str) -> None:
+    loaded = hub.load(name)
+    stored = loaded.evaluation
+    assert stored is not None and stored.tasks == 600 and stored.metric == "accuracy"
+    shots = int(name[-2])
+    assert stored.shots == shots and stored.query_shots == shots
+    fresh = evaluate_checkpoint(loaded)  # defaults to the stored settings
+    assert fresh.settings() == stored.settings()
+    torch.testing.assert_close(
+        torch.tensor(fresh.mean), torch.tensor(stored.mean), rtol=1e-5, atol=1e-6
+    )
+    paper, shortfall = BARS[name]
+    final = 100 * stored.mean[-1]
+    assert final >= paper - shortfall, (name, final, paper)
+    assert 100 * stored.mean[0] < 30  # chance (20 %) before adapting: the classes are new
+    meta = loaded.metadata
+    for key in ("command", "iteration", "wall_time_s", "hardware", "torch_version"):
+        assert key in meta, key
