@@ -14,16 +14,6 @@ from mamlviz.models import MLP
 from mamlviz.train import TrainConfig, fit
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Sinusoid work is dispatch bound: a second intra-op thread only adds synchronisation, and
-    on a busy machine its spin-waits make each step many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> str:
     """A real (tiny) training checkpoint."""

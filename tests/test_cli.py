@@ -24,16 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--iterations", "6", "--meta-batch", "2", "--checkpoint-every", "3", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Sinusoid work is dispatch bound: a second intra-op thread only adds synchronisation, and
-    on a busy machine its spin-waits make each step many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def cli(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(

@@ -20,16 +20,6 @@ TASKS, SHOTS, QUERY, STEPS, LR, SEED = 7, 5, 20, 3, 0.01, 42
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Sinusoid work is dispatch bound: a second intra-op thread only adds synchronisation, and
-    on a busy machine its spin-waits make each step many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
 def float64():
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)

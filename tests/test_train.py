@@ -16,16 +16,6 @@ from mamlviz.tasks.sinusoid import SinusoidTasks
 from mamlviz.train import History, TrainConfig, fit
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Sinusoid work is dispatch bound: a second intra-op thread only adds synchronisation, and
-    on a busy machine its spin-waits make each step many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def small(**overrides) -> TrainConfig:
     base = dict(iterations=30, meta_batch=4, checkpoint_every=10, snapshot_every=10)
     return TrainConfig.for_problem(
