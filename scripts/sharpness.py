@@ -4,7 +4,7 @@
 
 Gradient descent on a task diverges when inner_lr times this curvature exceeds 2 (plus lambda
 for iMAML's proximal objective); the README's iMAML notes quote it. Power iteration on
-Hessian-vector products (mamlviz.implicit.hvp), 30 iterations from a seeded random vector.
+Hessian-vector products (mamlviz.core.implicit.hvp), 30 iterations from a seeded random vector.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import argparse
 
 import torch
 
-from mamlviz import hub
-from mamlviz.functional import Params
-from mamlviz.implicit import hvp
-from mamlviz.learner import Learner
-from mamlviz.problems import get_problem
-from mamlviz.tasks.episode import Examples
+from mamlviz.core.episode import Examples
+from mamlviz.core.functional import Params
+from mamlviz.core.implicit import hvp
+from mamlviz.core.learner import Learner
+from mamlviz.training import hub
+from mamlviz.training.problems import get_problem
 
 
 def top_eigenvalue(learner: Learner, theta: Params, support: Examples, seed: int) -> float:

@@ -16,10 +16,9 @@ import dataclasses
 
 import torch
 
-from mamlviz import hub
-from mamlviz.evaluate import evaluate
-from mamlviz.problems import get_problem
-from mamlviz.tasks.omniglot_problem import OmniglotSplitTasks
+from mamlviz.training import hub
+from mamlviz.training.evaluate import evaluate
+from mamlviz.training.problems import get_problem
 
 
 def main() -> None:
@@ -40,7 +39,7 @@ def main() -> None:
     result = evaluate(
         learner,
         loaded.meta,
-        OmniglotSplitTasks("val"),
+        get_problem("omniglot").make_tasks("val"),
         metric="accuracy",
         shots=args.shots,
         query_shots=args.shots,

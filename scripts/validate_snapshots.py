@@ -15,9 +15,9 @@ import sys
 
 import torch
 
-from mamlviz import hub
-from mamlviz.evaluate import metric_curves
-from mamlviz.problems import get_problem
+from mamlviz.training import hub
+from mamlviz.training.evaluate import metric_curves
+from mamlviz.training.problems import get_problem
 
 VALIDATION_SEED, TASKS, START = 99, 6000, 15000
 

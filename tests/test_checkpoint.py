@@ -8,10 +8,10 @@ import pickle
 import pytest
 import torch
 
-from mamlviz import checkpoint as ckpt
-from mamlviz import hub
+from mamlviz import TrainConfig, fit
 from mamlviz.models import MLP
-from mamlviz.train import TrainConfig, fit
+from mamlviz.training import checkpoint as ckpt
+from mamlviz.training import hub
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mamlviz import checkpoint as ckpt
-from mamlviz.__main__ import main
+from mamlviz import TrainConfig, fit
+from mamlviz.cli import main
 from mamlviz.models import MLP
-from mamlviz.train import TrainConfig, fit
+from mamlviz.training import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--iterations", "6", "--meta-batch", "2", "--checkpoint-every", "3", "--quiet"]

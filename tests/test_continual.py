@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad
 
-from mamlviz.benchmarks import continual as continual_suite
-from mamlviz.continual import (
+from mamlviz.algorithms.mer import (
     Reservoir,
     learn_example,
     make_accuracy,
@@ -22,10 +21,11 @@ from mamlviz.continual import (
     score_summary,
     sequential_sgd,
 )
+from mamlviz.benchmarks import continual as continual_suite
+from mamlviz.core.episode import Examples
+from mamlviz.core.functional import make_loss, params_of
 from mamlviz.errors import DivergenceError
-from mamlviz.functional import make_loss, params_of
 from mamlviz.models import MLP
-from mamlviz.tasks.episode import Examples
 from mamlviz.tasks.omniglot import make_split
 from mamlviz.tasks.omniglot_data import OmniglotArrays, load_omniglot
 from mamlviz.tasks.rotated_omniglot import RotatedOmniglot, choose_characters, rotate

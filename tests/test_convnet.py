@@ -10,13 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mamlviz import stacked
 from mamlviz.algorithms import make_learner
-from mamlviz.convnet import BatchStatNorm, ConvNet, batch_stat_norm, omniglot_convnet
-from mamlviz.functional import call
+from mamlviz.core import stacked
+from mamlviz.core.episode import Episode, Examples
+from mamlviz.core.functional import call
+from mamlviz.core.outer import meta_gradient
 from mamlviz.models import MLP
-from mamlviz.outer import meta_gradient
-from mamlviz.tasks.episode import Episode, Examples
+from mamlviz.models.convnet import BatchStatNorm, ConvNet, batch_stat_norm, omniglot_convnet
 
 TASKS, WAYS = 3, 5
 
@@ -145,7 +145,7 @@ def test_errors() -> None:
 
 @pytest.mark.parametrize("algorithm", ["maml", "reptile"])
 def test_stacked_accuracy_curves_equal_the_vmap_evaluation(algorithm: str) -> None:
-    from mamlviz.evaluate import metric_curves
+    from mamlviz.training.evaluate import metric_curves
 
     options = {"inner_optimizer": "adam", "inner_batch": 3} if algorithm == "reptile" else {}
     lr = 0.1 if algorithm == "reptile" else 0.4

@@ -8,14 +8,14 @@ from torch import nn
 from torch.func import grad
 
 from mamlviz.algorithms import make_learner
-from mamlviz.functional import flatten, make_loss, params_of, unflatten
-from mamlviz.inner import Trajectory, adapt
-from mamlviz.learner import Learner
-from mamlviz.metagrad import reptile, unrolled
+from mamlviz.core.episode import Episode, Examples
+from mamlviz.core.functional import flatten, make_loss, params_of, unflatten
+from mamlviz.core.inner import Trajectory, adapt
+from mamlviz.core.learner import Learner
+from mamlviz.core.metagrad import reptile, unrolled
+from mamlviz.core.outer import meta_gradient
+from mamlviz.core.rules import SGD
 from mamlviz.models import MLP
-from mamlviz.outer import meta_gradient
-from mamlviz.rules import SGD
-from mamlviz.tasks.episode import Episode, Examples
 from mamlviz.tasks.sinusoid import SinusoidTasks
 
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from mamlviz import derivation as d
 from mamlviz.algorithms import make_learner
-from mamlviz.functional import flatten, make_loss, params_of, unflatten
-from mamlviz.metagrad import unrolled
+from mamlviz.core.episode import Episode, Examples
+from mamlviz.core.functional import flatten, make_loss, params_of, unflatten
+from mamlviz.core.metagrad import unrolled
+from mamlviz.course import derivation as d
 from mamlviz.models import MLP
-from mamlviz.tasks.episode import Episode, Examples
 from mamlviz.tasks.sinusoid import SinusoidTasks
 
 
@@ -130,7 +130,7 @@ def test_linear_model_hand_derived_values() -> None:
 def test_first_order_widget_updates_figure_and_status() -> None:
     import matplotlib
 
-    from mamlviz.viz import derivation as view
+    from mamlviz.course.viz import derivation as view
 
     matplotlib.use("Agg")
     net = view.load_sinusoid("no-such-checkpoint")  # falls back to a fresh network

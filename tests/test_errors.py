@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from mamlviz.algorithms import make_learner
+from mamlviz.core.functional import make_loss, params_of
+from mamlviz.core.inner import adapt
+from mamlviz.core.rules import SGD
 from mamlviz.errors import DivergenceError
-from mamlviz.functional import make_loss, params_of
-from mamlviz.inner import adapt
 from mamlviz.models import sinusoid_mlp
-from mamlviz.rules import SGD
 from mamlviz.tasks.sinusoid import SinusoidTasks
 
 

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mamlviz.algorithms import make_learner
-from mamlviz.evaluate import Evaluation, evaluate, summarize
+from mamlviz.core.episode import Episode, Examples
 from mamlviz.models import sinusoid_mlp
-from mamlviz.tasks.episode import Episode, Examples
 from mamlviz.tasks.sinusoid import SinusoidTasks
+from mamlviz.training.evaluate import Evaluation, evaluate, summarize
 
 TASKS, SHOTS, QUERY, STEPS, LR, SEED = 7, 5, 20, 3, 0.01, 42
 
@@ -196,8 +196,8 @@ def test_checkpoint_evaluation_defaults_to_the_stored_settings() -> None:
     """``evaluate NAME`` reproduces the stored number: its settings are the default."""
     import dataclasses
 
-    from mamlviz import hub
-    from mamlviz.evaluate import evaluate_checkpoint
+    from mamlviz.training import hub
+    from mamlviz.training.evaluate import evaluate_checkpoint
 
     loaded = hub.load("sinusoid-maml")
     stored = dataclasses.replace(loaded.evaluation, shots=3, query_shots=7, tasks=4, seed=11)

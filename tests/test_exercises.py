@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch.func import grad
 
-from mamlviz import derivation, exercises, taylor
-from mamlviz.functional import tree_dot, tree_sub
-from mamlviz.implicit import conjugate_gradient, hvp
-from mamlviz.landscape import Plane, filter_normalized
-from mamlviz.tasks.episode import Episode, Examples
+from mamlviz.core.episode import Episode, Examples
+from mamlviz.core.functional import tree_dot, tree_sub
+from mamlviz.core.implicit import conjugate_gradient, hvp
+from mamlviz.course import derivation, exercises, taylor
+from mamlviz.course.landscape import Plane, filter_normalized
 from mamlviz.tasks.sinusoid import SinusoidTasks
 
 RIGHT = {

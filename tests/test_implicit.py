@@ -10,16 +10,15 @@ import torch
 from torch import nn
 from torch.func import vmap
 
-import mamlviz.algorithms_family  # noqa: F401  (registers imaml)
 from mamlviz.algorithms import make_learner
-from mamlviz.functional import flatten, unflatten
-from mamlviz.implicit import conjugate_gradient, dense_solve, hvp, implicit, implicit_matvec
-from mamlviz.learner import Learner
-from mamlviz.metagrad import unrolled
+from mamlviz.core.episode import Episode, Examples
+from mamlviz.core.functional import flatten, unflatten
+from mamlviz.core.implicit import conjugate_gradient, dense_solve, hvp, implicit, implicit_matvec
+from mamlviz.core.learner import Learner
+from mamlviz.core.metagrad import unrolled
+from mamlviz.core.outer import meta_gradient
+from mamlviz.core.rules import SGD
 from mamlviz.models import MLP
-from mamlviz.outer import meta_gradient
-from mamlviz.rules import SGD
-from mamlviz.tasks.episode import Episode, Examples
 from mamlviz.tasks.sinusoid import SinusoidTasks
 
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mamlviz import stacked
 from mamlviz.algorithms import make_learner
-from mamlviz.convnet import ConvNet
-from mamlviz.functional import make_loss
-from mamlviz.inner import adapt, minibatch
+from mamlviz.core import stacked
+from mamlviz.core.episode import Episode, Examples
+from mamlviz.core.functional import make_loss
+from mamlviz.core.inner import adapt, minibatch
+from mamlviz.core.outer import meta_gradient
+from mamlviz.core.rules import SGD
 from mamlviz.models import MLP
-from mamlviz.outer import meta_gradient
-from mamlviz.rules import SGD
-from mamlviz.tasks.episode import Episode, Examples
+from mamlviz.models.convnet import ConvNet
 
 TASKS, WAYS, SHOTS = 3, 5, 4
 

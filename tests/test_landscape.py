@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mamlviz.functional import make_loss, params_of, tree_dot, tree_norm
-from mamlviz.inner import Trajectory, adapt
-from mamlviz.landscape import (
+from mamlviz.core.episode import Examples
+from mamlviz.core.functional import make_loss, params_of, tree_dot, tree_norm
+from mamlviz.core.inner import Trajectory, adapt
+from mamlviz.core.rules import SGD
+from mamlviz.course.landscape import (
     filter_normalized,
     grid_around,
     plane_through,
@@ -15,8 +17,6 @@ from mamlviz.landscape import (
     surface,
 )
 from mamlviz.models import MLP
-from mamlviz.rules import SGD
-from mamlviz.tasks.episode import Examples
 
 
 def _params(seed: int) -> dict[str, torch.Tensor]:

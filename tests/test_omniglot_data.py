@@ -269,13 +269,14 @@ def test_split_is_standard_and_recorded(loaded: Loaded) -> None:
 
 def test_rotation_policy(loaded: Loaded, tasks: OmniglotTasks) -> None:
     assert [tasks.num_classes(s) for s in ("train", "val", "test")] == [4400, 100, 423]
-    rotated = OmniglotTasks(loaded.arrays, tasks.split, rotate_eval=True)
+    rotated = OmniglotTasks(loaded.arrays, tasks.partition, rotate_eval=True)
     assert rotated.num_classes("test") == 4 * 423
+    assert tasks.view("val").num_classes() == 100  # a view shares the images, binds the split
 
 
 def test_episode_shapes_labels_and_disjoint_drawings(tasks: OmniglotTasks) -> None:
     ways, shots, query, batch = 5, 3, 4, 6
-    ep = tasks.sample(torch.Generator().manual_seed(0), ways, shots, query, batch)
+    ep = tasks.view(ways=ways).sample(torch.Generator().manual_seed(0), shots, query, batch)
     assert ep.support.x.shape == (batch, ways * shots, 1, 28, 28)
     assert ep.query.x.shape == (batch, ways * query, 1, 28, 28)
     assert ep.support.x.dtype == torch.float32 and ep.support.y.dtype == torch.int64
@@ -291,7 +292,7 @@ def test_episode_shapes_labels_and_disjoint_drawings(tasks: OmniglotTasks) -> No
 
 def test_sampling_is_seeded(tasks: OmniglotTasks) -> None:
     def draw(seed: int) -> torch.Tensor:
-        return tasks.sample(torch.Generator().manual_seed(seed), 5, 1, 5, 4).query.x
+        return tasks.sample(torch.Generator().manual_seed(seed), 1, 5, 4).query.x
 
     assert torch.equal(draw(7), draw(7))
     assert not torch.equal(draw(7), draw(8))
@@ -302,14 +303,14 @@ def test_train_tasks_never_show_test_characters(loaded: Loaded, tasks: OmniglotT
         ims = loaded.arrays.images[ids]
         return {b for k in range(4) for b in _as_bytes(ims.rot90(k, (-2, -1)).float() / 255)}
 
-    train, test = images(tasks.split.train), images(tasks.split.test)
-    upright = set(_as_bytes(loaded.arrays.images[tasks.split.train].float() / 255))
-    ep = tasks.sample(torch.Generator().manual_seed(1), 20, 5, 5, 16)
+    train, test = images(tasks.partition.train), images(tasks.partition.test)
+    upright = set(_as_bytes(loaded.arrays.images[tasks.partition.train].float() / 255))
+    ep = tasks.view(ways=20).sample(torch.Generator().manual_seed(1), 5, 5, 16)
     seen = set(_as_bytes(ep.support.x) + _as_bytes(ep.query.x))
     assert seen <= train and not seen & test
     assert seen - upright  # rotated copies do occur in training tasks
-    test_ep = tasks.sample(torch.Generator().manual_seed(1), 20, 5, 5, 4, split="test")
-    test_upright = set(_as_bytes(loaded.arrays.images[tasks.split.test].float() / 255))
+    test_ep = tasks.view("test", 20).sample(torch.Generator().manual_seed(1), 5, 5, 4)
+    test_upright = set(_as_bytes(loaded.arrays.images[tasks.partition.test].float() / 255))
     assert set(_as_bytes(test_ep.support.x)) <= test_upright  # test classes are unrotated
 
 
@@ -328,6 +329,7 @@ def test_train_tasks_never_show_test_characters(loaded: Loaded, tasks: OmniglotT
 def test_invalid_arguments_name_the_argument(
     tasks: OmniglotTasks, kwargs: dict[str, object], name: str
 ) -> None:
-    args = {"ways": 5, "shots": 1, "query_shots": 1, "meta_batch": 2, **kwargs}
+    args = {"ways": 5, "split": "train", "shots": 1, "query_shots": 1, "meta_batch": 2, **kwargs}
     with pytest.raises(ValueError, match=name):
-        tasks.sample(torch.Generator().manual_seed(0), **args)  # type: ignore[arg-type]
+        view = tasks.view(args.pop("split"), args.pop("ways"))  # type: ignore[arg-type]
+        view.sample(torch.Generator().manual_seed(0), **args)  # type: ignore[arg-type]

@@ -8,17 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from mamlviz import stacked
 from mamlviz.algorithms import make_learner
-from mamlviz.convnet import omniglot_convnet
-from mamlviz.functional import Params, detach
-from mamlviz.inner import adapt
-from mamlviz.learner import Learner
-from mamlviz.problems import get_problem
-from mamlviz.tasks.episode import Episode
+from mamlviz.core import stacked
+from mamlviz.core.episode import Episode
+from mamlviz.core.functional import Params, detach
+from mamlviz.core.inner import adapt
+from mamlviz.core.learner import Learner
+from mamlviz.models.convnet import omniglot_convnet
 from mamlviz.tasks.omniglot import OmniglotTasks
 from mamlviz.tasks.omniglot_data import load_omniglot
-from mamlviz.tasks.omniglot_problem import OmniglotSplitTasks
+from mamlviz.training.problems import get_problem
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +43,8 @@ def test_maml_training_lowers_query_loss(tasks: OmniglotTasks) -> None:
     )
     meta = {n: w.requires_grad_() for n, w in learner.init_meta().items()}
     optimizer = torch.optim.Adam(meta.values(), lr=3e-3)
-    train = OmniglotSplitTasks("train", tasks=tasks)
-    test = OmniglotSplitTasks("test", tasks=tasks).sample(
-        torch.Generator().manual_seed(9), 1, 5, 40
-    )
+    train = tasks.view("train")
+    test = tasks.view("test").sample(torch.Generator().manual_seed(9), 1, 5, 40)
     before = query_metrics(learner, meta, test)
     generator = torch.Generator().manual_seed(0)
     for _ in range(15):
@@ -81,10 +78,10 @@ def test_problem_is_registered_with_maml_defaults() -> None:
 
 
 def test_notebook_api_adapts_a_meta_test_task(tasks: OmniglotTasks) -> None:
-    from mamlviz.omniglot_api import load_demo
+    from mamlviz.course.omniglot import load_demo
 
     demo = load_demo("omniglot-maml-5w1s")
-    demo.tasks = OmniglotSplitTasks("test", tasks=tasks)
+    demo.tasks = tasks.view("test")
     episode = demo.sample(seed=3, query_shots=2)
     assert episode.support.x.shape == (5, 1, 28, 28) and episode.query.y.shape == (10,)
     result = demo.adapt(episode, steps=3)

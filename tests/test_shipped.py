@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
-from mamlviz import hub
-from mamlviz.evaluate import evaluate_checkpoint
+from mamlviz.training import hub
+from mamlviz.training.evaluate import evaluate_checkpoint
 
 SINUSOID = ["sinusoid-maml", "sinusoid-fomaml", "sinusoid-reptile", "sinusoid-pretrained"]
 PAPER_MAML = {1: 0.67, 5: 0.38, 10: 0.35}

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mamlviz import hub
-from mamlviz.evaluate import evaluate_checkpoint
 from mamlviz.tasks import omniglot_problem
+from mamlviz.training import hub
+from mamlviz.training.evaluate import evaluate_checkpoint
 
 # name -> (published accuracy, allowed shortfall in points)
 BARS = {

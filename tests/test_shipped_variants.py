@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mamlviz import hub
-from mamlviz.evaluate import evaluate_checkpoint
+from mamlviz.training import hub
+from mamlviz.training.evaluate import evaluate_checkpoint
 
 SINUSOID = [name for name in hub.available() if name.startswith("sinusoid-")]
 # (checkpoint, shots) -> published one-step MSE
@@ -49,9 +49,13 @@ def test_stored_evaluation_equals_a_fresh_one(name: str) -> None:
     assert stored is not None and stored.tasks == 600
     fresh = evaluate_checkpoint(loaded)  # defaults to the stored settings
     assert fresh.settings() == stored.settings()
-    torch.testing.assert_close(
-        torch.tensor(fresh.mean), torch.tensor(stored.mean), rtol=1e-5, atol=0
-    )
+    mean, want, ci = (torch.tensor(v) for v in (fresh.mean, stored.mean, stored.ci95))
+    # Steps 0..10 agree to float32 rounding on any CPU.
+    torch.testing.assert_close(mean[:11], want[:11], rtol=1e-5, atol=0)
+    # iMAML's 90 float32 steps amplify the last-bit differences between CPUs' kernels
+    # (measured: 1e-3 relative at step 84 on another x86-64 machine, 0.9% of the 95% CI). Past
+    # step 10 a fresh evaluation must agree to 2% of the CI, far below the sampling error.
+    assert ((mean[11:] - want[11:]).abs() <= 0.02 * ci[11:]).all(), (mean - want).abs().max()
 
 
 @pytest.mark.parametrize("shots", [5, 10])

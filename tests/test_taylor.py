@@ -6,14 +6,14 @@ import matplotlib
 import pytest
 import torch
 
-from mamlviz import taylor
 from mamlviz.algorithms import make_learner
-from mamlviz.functional import flatten
-from mamlviz.metagrad import reptile, unrolled
-from mamlviz.tasks.episode import Episode
-from mamlviz.viz.derivation import sinusoid_task
-from mamlviz.viz.implicit import imaml_widget, implicit_vs_unrolled
-from mamlviz.viz.reptile import (
+from mamlviz.core.episode import Episode
+from mamlviz.core.functional import flatten
+from mamlviz.core.metagrad import reptile, unrolled
+from mamlviz.course import taylor
+from mamlviz.course.viz.derivation import sinusoid_task
+from mamlviz.course.viz.implicit import imaml_widget, implicit_vs_unrolled
+from mamlviz.course.viz.reptile import (
     minibatches,
     plot_costs,
     plot_taylor_summary,
@@ -21,7 +21,7 @@ from mamlviz.viz.reptile import (
     taylor_summary,
     taylor_widget,
 )
-from mamlviz.viz.rules import plot_rule_tensors, query_mse_after_adaptation, rule_widget
+from mamlviz.course.viz.rules import plot_rule_tensors, query_mse_after_adaptation, rule_widget
 
 matplotlib.use("Agg")
 

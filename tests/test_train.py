@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 
+from mamlviz import History, TrainConfig, fit
 from mamlviz.algorithms import make_learner
-from mamlviz.checkpoint import CheckpointError, load
+from mamlviz.core.outer import meta_gradient
 from mamlviz.models import sinusoid_mlp
-from mamlviz.outer import meta_gradient
 from mamlviz.tasks.sinusoid import SinusoidTasks
-from mamlviz.train import History, TrainConfig, fit
+from mamlviz.training.checkpoint import CheckpointError, load
 
 
 def small(**overrides) -> TrainConfig:

@@ -6,16 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-import mamlviz.algorithms_family  # noqa: F401  (registers metacurv, imaml, metadropout)
 from mamlviz.algorithms import make_learner
-from mamlviz.dropout import MetaDropoutMLP
+from mamlviz.core.episode import Episode
+from mamlviz.core.functional import flatten, unflatten
+from mamlviz.core.metagrad import unrolled
+from mamlviz.core.outer import meta_gradient, meta_step
+from mamlviz.core.rules import Kronecker
 from mamlviz.errors import DivergenceError
-from mamlviz.functional import flatten, unflatten
-from mamlviz.metagrad import unrolled
 from mamlviz.models import MLP
-from mamlviz.outer import meta_gradient, meta_step
-from mamlviz.rules import Kronecker
-from mamlviz.tasks.episode import Episode
+from mamlviz.models.noise import MetaDropoutMLP
 from mamlviz.tasks.sinusoid import SinusoidTasks
 
 

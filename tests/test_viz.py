@@ -12,16 +12,16 @@ import re
 import pytest
 import torch
 
-from mamlviz.functional import call, params_of
-from mamlviz.inner import adapt
+from mamlviz.core.functional import call, params_of
+from mamlviz.core.inner import adapt
+from mamlviz.core.rules import SGD
+from mamlviz.course.viz import common
+from mamlviz.course.viz import sinusoid as vs
+from mamlviz.course.viz import tasks as vt
+from mamlviz.course.viz.adaptation import AdaptationExplorer, animation
+from mamlviz.course.viz.landscape import LandscapeExplorer, mpl_contour, plotly_surface
 from mamlviz.models import sinusoid_mlp
-from mamlviz.rules import SGD
 from mamlviz.tasks.sinusoid import SinusoidTasks, sinusoid
-from mamlviz.viz import common
-from mamlviz.viz import sinusoid as vs
-from mamlviz.viz import tasks as vt
-from mamlviz.viz.adaptation import AdaptationExplorer, animation
-from mamlviz.viz.landscape import LandscapeExplorer, mpl_contour, plotly_surface
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -2,7 +2,7 @@
 
 Every MER number the course states comes from ``python -m mamlviz bench --suite continual``
 (``--json`` for all per-seed values). Meta-Experience Replay is Riemer et al. 2019, Algorithm
-1 (:mod:`mamlviz.continual`); the metrics are Lopez-Paz & Ranzato 2017 (final average, backward
+1 (:mod:`mamlviz.algorithms.mer`); the metrics are Lopez-Paz & Ranzato 2017 (final average, backward
 transfer, learning accuracy) and Chaudhry et al. 2018 (forgetting). Table cells are the mean
 ± sample standard deviation over the seeds.
 
@@ -31,8 +31,8 @@ from typing import Any
 
 import torch
 
-from mamlviz.continual import METHODS, make_accuracy, run_stream
-from mamlviz.functional import make_loss, params_of
+from mamlviz.algorithms.mer import METHODS, make_accuracy, run_stream
+from mamlviz.core.functional import make_loss, params_of
 from mamlviz.models import MLP
 from mamlviz.tasks.omniglot_data import OmniglotArrays, OmniglotDataError, load_omniglot
 from mamlviz.tasks.rotated_omniglot import RotatedOmniglot

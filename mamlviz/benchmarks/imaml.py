@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mamlviz.benchmarks.memory import reset_peak, status_kib
+from mamlviz.measure import reset_peak, status_kib
 
 STEPS = (1, 5, 10, 20, 40)
 ALGORITHMS = ("imaml", "maml")
@@ -37,8 +37,8 @@ def measure(algorithm: str, inner_steps: int, repeats: int) -> dict[str, Any]:
     import torch
 
     from mamlviz.algorithms import make_learner
+    from mamlviz.core.outer import meta_gradient
     from mamlviz.models import sinusoid_mlp
-    from mamlviz.outer import meta_gradient
     from mamlviz.tasks.sinusoid import SinusoidTasks
 
     torch.set_num_threads(1)

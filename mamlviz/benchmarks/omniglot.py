@@ -9,7 +9,7 @@ pixel values, and the suite then runs without the dataset. Reported: the median 
 iterations after one warm-up, with ``threads`` torch threads (2 by default: the bar is
 "at least 2x faster than the loop at 15 query on 2 cores").
 
-The API latency is that of :mod:`mamlviz.omniglot_api` after the process is warm (load the
+The API latency is that of :mod:`mamlviz.course.omniglot` after the process is warm (load the
 checkpoint, sample a meta-test task, 3 inner steps, predict); the first ``torch.func`` call of a
 process also imports ``torch._dynamo`` (seconds), reported separately as ``api_cold_ms``. It
 needs the Omniglot images and a shipped checkpoint; otherwise it is reported as skipped.
@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 
-from mamlviz import stacked
 from mamlviz.algorithms import make_learner
-from mamlviz.convnet import omniglot_convnet
-from mamlviz.outer import meta_gradient
-from mamlviz.tasks.episode import Episode, Examples
+from mamlviz.core import stacked
+from mamlviz.core.episode import Episode, Examples
+from mamlviz.core.outer import meta_gradient
+from mamlviz.models.convnet import omniglot_convnet
 
 WORKLOAD = {"ways": 5, "shots": 1, "meta_batch": 32, "inner_lr": 0.4, "inner_steps": 1}
 
@@ -67,13 +67,13 @@ def api_latency(repeats: int) -> dict[str, Any]:
     One thread: each op is on 5-10 images, too small for a second thread to pay (measured:
     2 threads were slower on a loaded machine).
     """
-    from mamlviz.omniglot_api import SHIPPED, load_demo
+    from mamlviz.course.omniglot import SHIPPED, load_demo
 
     name = "omniglot-maml-5w1s"
     if not (SHIPPED / f"{name}.pt").is_file():
         return {"api_skipped": f"no shipped checkpoint {name}.pt"}
     try:
-        load_demo(name).tasks.tasks  # noqa: B018  (loads the images once; not timed)
+        load_demo(name).sample(0)  # loads the images once; not timed
     except (OSError, RuntimeError) as err:
         return {"api_skipped": f"Omniglot images not available ({err})"}
 

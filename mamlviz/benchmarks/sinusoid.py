@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mamlviz.benchmarks.memory import reset_peak, status_kib
+from mamlviz.measure import reset_peak, status_kib
 
 ALGORITHMS = ("maml", "fomaml", "reptile")
 STEPS = (1, 5)
@@ -40,8 +40,8 @@ def measure(algorithm: str, inner_steps: int, batched: bool, iters: int, warmup:
     import torch
 
     from mamlviz.algorithms import make_learner
+    from mamlviz.core.outer import meta_step
     from mamlviz.models import sinusoid_mlp
-    from mamlviz.outer import meta_step
     from mamlviz.tasks.sinusoid import SinusoidTasks
 
     torch.set_num_threads(1)

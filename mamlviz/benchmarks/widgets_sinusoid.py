@@ -30,9 +30,9 @@ CHAPTER_04_VALUES = {"inner_lr": (0.005, 0.008, 0.012, 0.015)}
 
 def _inits() -> tuple[torch.nn.Module, dict[str, Any], str]:
     """The model and the MAML / pretrained / random inits the chapters use."""
-    from mamlviz import hub
-    from mamlviz.functional import params_of
+    from mamlviz.core.functional import params_of
     from mamlviz.models import sinusoid_mlp
+    from mamlviz.training import hub
 
     names = hub.available()
     if "sinusoid-maml" in names and "sinusoid-pretrained" in names:
@@ -89,8 +89,8 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 def _measure(repeats: int) -> tuple[list[dict[str, Any]], str]:
     """Build both widgets and time every slider."""
-    from mamlviz.viz.adaptation import AdaptationExplorer
-    from mamlviz.viz.landscape import LandscapeExplorer
+    from mamlviz.course.viz.adaptation import AdaptationExplorer
+    from mamlviz.course.viz.landscape import LandscapeExplorer
 
     model, inits, source = _inits()
     chapter_02 = AdaptationExplorer(model, inits)

@@ -13,13 +13,14 @@ instead draws distinct characters and then one random rotation each.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from mamlviz.core.episode import Episode, Examples
 from mamlviz.errors import check_range
-from mamlviz.tasks.episode import Episode, Examples
 from mamlviz.tasks.omniglot_data import DRAWINGS, SIZE, OmniglotArrays
 
 SPLITS = ("train", "val", "test")
@@ -68,22 +69,27 @@ def make_split(
 
 
 class OmniglotTasks:
-    """The distribution of N-way K-shot Omniglot tasks over one split's classes.
+    """``ways``-way few-shot tasks over the classes of one split: THE Omniglot sampler.
 
-    ``sample`` is vectorised over the meta-batch and takes all randomness from the caller's
-    (CPU) generator, so the same seed gives the same episodes.
+    ``sample(generator, shots, query_shots, meta_batch, dtype)`` is the ``TaskDistribution``
+    form that training, evaluation and the notebooks all use; ``view(split, ways)`` gives the
+    same images seen through another split or number of ways, sharing every tensor. Sampling
+    is vectorised over the meta-batch and takes all randomness from the caller's (CPU)
+    generator, so the same seed gives the same episodes.
     """
 
     def __init__(
         self,
         arrays: OmniglotArrays,
-        split: OmniglotSplit | None = None,
+        partition: OmniglotSplit | None = None,
         *,
+        split: str = "train",
+        ways: int = 5,
         rotate_train: bool = True,
         rotate_eval: bool = False,
     ) -> None:
         self.arrays = arrays
-        self.split = split if split is not None else make_split(arrays)
+        self.partition = partition if partition is not None else make_split(arrays)
         # Flat pixels: a rotation by k * 90 degrees is then a single gather with _rot[k].
         self._pixels = arrays.images.reshape(len(arrays), DRAWINGS, SIZE * SIZE)
         grid = torch.arange(SIZE * SIZE).view(SIZE, SIZE)
@@ -91,33 +97,45 @@ class OmniglotTasks:
         # Each split's classes as (character id, rotation) pairs.
         self._pools: dict[str, tuple[Tensor, Tensor]] = {}
         for name in SPLITS:
-            ids = self.split.classes(name)
+            ids = self.partition.classes(name)
             k = 4 if (rotate_train if name == "train" else rotate_eval) else 1
             self._pools[name] = (ids.repeat(k), torch.arange(k).repeat_interleave(len(ids)))
+        self.split, self.ways = "train", 2
+        self._bind(split, ways)
 
-    def num_classes(self, split: str = "train") -> int:
+    def _bind(self, split: str, ways: int) -> None:
+        self.partition.classes(split)  # validates the name
+        check_range("ways", ways, 2, len(self._pools[split][0]), integer=True)
+        self.split, self.ways = split, int(ways)
+
+    def view(self, split: str | None = None, ways: int | None = None) -> OmniglotTasks:
+        """These tasks drawn from another ``split`` or with another number of ``ways``."""
+        other = copy.copy(self)  # shares the pixel, rotation and pool tensors
+        other._bind(self.split if split is None else split, self.ways if ways is None else ways)
+        return other
+
+    def num_classes(self, split: str | None = None) -> int:
         """Number of classes a task of ``split`` is drawn from (rotated copies count)."""
-        self.split.classes(split)  # validates the name
+        split = self.split if split is None else split
+        self.partition.classes(split)  # validates the name
         return len(self._pools[split][0])
 
     def sample(
         self,
         generator: torch.Generator,
-        ways: int,
         shots: int,
         query_shots: int,
         meta_batch: int,
-        split: str = "train",
+        dtype: torch.dtype = torch.float32,
     ) -> Episode:
-        """A meta-batch of ``meta_batch`` tasks.
+        """A meta-batch of ``meta_batch`` ``ways``-way tasks of this split.
 
-        ``support.x`` is float32 [meta_batch, ways * shots, 1, 28, 28] in [0, 1] (ink = 1) and
-        ``support.y`` int64 [meta_batch, ways * shots] with labels 0..ways-1, grouped by label;
-        ``query`` likewise with ``query_shots``. Which class gets which label is random per task;
-        support and query drawings of a class are distinct.
+        ``support.x`` is [meta_batch, ways * shots, 1, 28, 28] in [0, 1] (ink = 1) of ``dtype``
+        and ``support.y`` int64 [meta_batch, ways * shots] with labels 0..ways-1, grouped by
+        label; ``query`` likewise with ``query_shots``. Which class gets which label is random
+        per task; support and query drawings of a class are distinct.
         """
-        n_classes = self.num_classes(split)
-        check_range("ways", ways, 2, n_classes, integer=True)
+        ways, n_classes = self.ways, self.num_classes()
         check_range("shots", shots, 1, DRAWINGS - 1, integer=True)
         check_range("query_shots", query_shots, 1, DRAWINGS - 1, integer=True)
         if shots + query_shots > DRAWINGS:
@@ -128,7 +146,7 @@ class OmniglotTasks:
             )
         check_range("meta_batch", meta_batch, 1, integer=True)
         ways, shots, query_shots, meta_batch = map(int, (ways, shots, query_shots, meta_batch))
-        ids, rots = self._pools[split]
+        ids, rots = self._pools[self.split]
         per_class = shots + query_shots
         # Row-wise random permutations: the first `ways` entries are distinct classes in a
         # random label order; float64 keys make ties (and the bias they cause) negligible.
@@ -138,7 +156,7 @@ class OmniglotTasks:
         drawings = keys.argsort(dim=2)[..., :per_class]  # without replacement per class
         pixels = self._pixels[ids[pick].unsqueeze(-1), drawings]  # uint8 [B, ways, n, 784]
         pixels = pixels.gather(-1, self._rot[rots[pick]].unsqueeze(2).expand_as(pixels))
-        x = pixels.view(meta_batch, ways, per_class, 1, SIZE, SIZE).float().div_(255)
+        x = pixels.view(meta_batch, ways, per_class, 1, SIZE, SIZE).to(dtype).div_(255)
 
         def examples(part: Tensor) -> Examples:
             k = part.shape[2]

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mamlviz.core.episode import Examples
 from mamlviz.errors import check_range
-from mamlviz.tasks.episode import Examples
 from mamlviz.tasks.omniglot import make_split
 from mamlviz.tasks.omniglot_data import DRAWINGS, SIZE, OmniglotArrays
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mamlviz.core.episode import Episode, Examples
 from mamlviz.errors import check_range
-from mamlviz.tasks.episode import Episode, Examples
 
 
 @dataclass(frozen=True)

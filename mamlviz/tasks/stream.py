@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from mamlviz.core.episode import Examples
 from mamlviz.errors import check_range
-from mamlviz.tasks.episode import Examples
 
 
 @dataclass(frozen=True)

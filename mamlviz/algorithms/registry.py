@@ -1,0 +1,101 @@
+"""The algorithm registry: each algorithm is one row, (inner rule) x (meta-gradient strategy)
+x (first or second order) x (which parameters adapt), never a copy of the training code.
+
+>>> learner = make_learner("maml", model, "mse", inner_lr=0.01, inner_steps=1)
+
+The rows live beside this file, one module per family (``maml``, ``reptile``, ``metasgd``, ...),
+and register themselves on import; ``mamlviz.algorithms`` imports every row module, so the
+registry never imports its rows and no module imports back up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from mamlviz.core.functional import make_loss
+from mamlviz.core.learner import Learner, Strategy
+from mamlviz.core.rules import SGD, Adam, InnerRule
+from mamlviz.errors import check_range
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """One registry row. ``make_rule(inner_lr, **options)`` builds the inner update rule."""
+
+    name: str
+    title: str
+    paper: str
+    make_rule: Callable[..., InnerRule]
+    strategy: Strategy
+    first_order: bool = False
+    outer: str = "adam"  # "adam", or "sgd" for Reptile's interpolation step
+    defaults: tuple[tuple[str, Any], ...] = ()
+    # Finishing step for algorithms that change more than the rule and strategy (Meta-Dropout:
+    # a model with a noise net, a noisy support loss, which params adapt): (learner, loss) ->
+    # learner.
+    prepare: Callable[[Learner, str], Learner] | None = None
+
+
+def sgd(inner_lr: float, **_: Any) -> InnerRule:
+    """Plain SGD at ``inner_lr`` (MAML, FOMAML, the pretrained baseline, Meta-Dropout)."""
+    return SGD(inner_lr)
+
+
+def sgd_or_adam(inner_lr: float, inner_optimizer: str = "sgd", **_: Any) -> InnerRule:
+    """The inner optimiser named by option ``inner_optimizer`` (Reptile and iMAML)."""
+    if inner_optimizer == "sgd":
+        return SGD(inner_lr)
+    if inner_optimizer == "adam":
+        return Adam(inner_lr)
+    raise ValueError(f"inner_optimizer must be 'sgd' or 'adam', got {inner_optimizer!r}")
+
+
+ALGORITHMS: dict[str, AlgorithmSpec] = {}
+
+
+def register(spec: AlgorithmSpec) -> AlgorithmSpec:
+    """Add a row to the registry (variants register themselves in their own modules)."""
+    ALGORITHMS[spec.name] = spec
+    return spec
+
+
+def get_algorithm(name: str) -> AlgorithmSpec:
+    """Registry lookup with an error that lists the known names."""
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        known = ", ".join(sorted(ALGORITHMS))
+        raise ValueError(f"algorithm must be one of: {known}; got {name!r}") from None
+
+
+def make_learner(
+    algorithm: str,
+    model: nn.Module,
+    loss: str,
+    *,
+    inner_lr: float,
+    inner_steps: int,
+    **options: Any,
+) -> Learner:
+    """Build the ``Learner`` of a registered algorithm for ``model`` with loss ``loss``."""
+    spec = get_algorithm(algorithm)
+    check_range("inner_lr", inner_lr, 0.0)
+    check_range("inner_steps", inner_steps, 0, integer=True)
+    opts = {**dict(spec.defaults), **options}
+    inner_batch = opts.pop("inner_batch", None)
+    learner = Learner(
+        model=model,
+        loss=make_loss(model, loss),
+        rule=spec.make_rule(inner_lr, **opts),
+        strategy=spec.strategy,
+        inner_steps=inner_steps,
+        first_order=spec.first_order,
+        algorithm=spec.name,
+        options=opts,
+        inner_batch=None if inner_batch is None else int(inner_batch),
+    )
+    return learner if spec.prepare is None else spec.prepare(learner, loss)

@@ -1,0 +1,153 @@
+r"""iMAML (Rajeswaran, Finn, Kakade & Levine 2019): the implicit meta-gradient.
+
+The inner problem is proximal, solved to near convergence by ``adapt``:
+
+    \phi^*(\theta) = argmin_\phi  L_support(\phi) + \lambda/2 ||\phi - \theta||^2.
+
+Its stationarity condition gives d\phi/d\theta = (I + H/\lambda)^{-1}, H = \nabla^2 L_support(\phi),
+so the meta-gradient needs only \phi, not the path that reached it:
+
+    g = (I + H/\lambda)^{-1} \nabla_\phi L_query(\phi)            (iMAML, Lemma 1)
+
+solved with ``cg_steps`` of conjugate gradient on Hessian-vector products, or exactly with a
+dense solve for small models. CG needs I + H/\lambda positive definite, which fails when the
+support Hessian has eigenvalues below -\lambda (a ReLU net's MSE Hessian does, about -24 on
+sinusoids). ``damping`` \delta >= 0 solves ((1 + \delta) I + H/\lambda) g = \nabla L_query
+instead: Tikhonov damping, as in Hessian-free optimisation (Martens 2010); \delta = 0 (the
+default) is the exact implicit gradient. \theta is detached inside the inner loop, so no graph
+is kept across inner steps: memory does not grow with ``inner_steps`` (benchmarks/imaml.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.func import grad, grad_and_value, hessian, vjp
+
+from mamlviz.core.episode import Episode, Examples
+from mamlviz.core.functional import (
+    LossFn,
+    Params,
+    detach,
+    flatten,
+    proximal_loss,
+    tree_dot,
+    unflatten,
+)
+from mamlviz.core.inner import adapt
+from mamlviz.core.learner import Learner, zeros_like
+from mamlviz.errors import check_range
+
+SOLVERS = ("cg", "dense")
+
+
+def hvp(loss_fn: LossFn, params: Params, examples: Examples, v: Params) -> Params:
+    """Hessian-vector product ``H v`` of ``loss_fn`` at ``params``, reverse over reverse.
+
+    H is symmetric, so the vector-Jacobian product of the gradient, ``v^T H``, is ``H v``.
+    (Forward-over-reverse raised "ZeroTensors are immutable" with ``mse_loss`` on torch 2.13.)
+    """
+    _, vjp_fn = vjp(lambda p: grad(loss_fn)(p, examples), params)
+    return vjp_fn(v)[0]
+
+
+def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den``, or 0 where ``den`` is 0: CG has converged there, so the step is 0."""
+    ok = den > 0
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+def conjugate_gradient(matvec: Callable[[Params], Params], b: Params, steps: int) -> Params:
+    """Approximate ``A^{-1} b`` for SPD ``A`` with ``steps`` CG iterations from ``x_0 = 0``.
+
+    A fixed number of steps and no data-dependent Python branches, so it runs under ``vmap``;
+    a zero residual makes later steps exact no-ops instead of 0/0 (Hestenes & Stiefel 1952).
+    """
+    check_range("cg_steps", steps, 1, integer=True)
+    x = zeros_like(b)
+    r = dict(b)
+    p = dict(b)
+    rs = tree_dot(r, r)
+    for _ in range(steps):
+        ap = matvec(p)
+        alpha = _safe_ratio(rs, tree_dot(p, ap))
+        x = {n: x[n] + alpha * p[n] for n in x}
+        r = {n: r[n] - alpha * ap[n] for n in r}
+        rs_new = tree_dot(r, r)
+        beta = _safe_ratio(rs_new, rs)
+        p = {n: r[n] + beta * p[n] for n in p}
+        rs = rs_new
+    return x
+
+
+def dense_solve(
+    loss_fn: LossFn,
+    params: Params,
+    examples: Examples,
+    b: Params,
+    lam: float,
+    damping: float = 0.0,
+) -> Params:
+    """Exact ``((1 + damping) I + H/lam)^{-1} b`` with the full Hessian: for small models and
+    for teaching."""
+    flat = flatten(params)
+    h = hessian(lambda v: loss_fn(unflatten(v, params), examples))(flat)
+    eye = torch.eye(flat.numel(), dtype=flat.dtype, device=flat.device)
+    return unflatten(torch.linalg.solve((1 + damping) * eye + h / lam, flatten(b)), params)
+
+
+def implicit_options(options: dict) -> tuple[float, int, str, float]:
+    """``(lam, cg_steps, solver, damping)`` from a learner's options, validated
+    (iMAML defaults: 2.0, 5, "cg", 0.0)."""
+    lam, cg_steps = options.get("lam", 2.0), options.get("cg_steps", 5)
+    solver, damping = options.get("solver", "cg"), options.get("damping", 0.0)
+    check_range("lam", lam, 0.0, low_open=True)
+    check_range("cg_steps", cg_steps, 1, integer=True)
+    check_range("damping", damping, 0.0)
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    return float(lam), int(cg_steps), solver, float(damping)
+
+
+def implicit_matvec(
+    support_loss: LossFn, phi: Params, support: Examples, lam: float, damping: float = 0.0
+) -> Callable[[Params], Params]:
+    r"""``v -> ((1 + damping) v + H v / \lambda)``, H the support Hessian at \phi (for CG)."""
+
+    def matvec(v: Params) -> Params:
+        hv = hvp(support_loss, phi, support, v)
+        return {n: (1 + damping) * v[n] + hv[n] / lam for n in v}
+
+    return matvec
+
+
+def implicit(learner: Learner, meta: Params, episode: Episode) -> tuple[Params, Tensor]:
+    """iMAML strategy: proximal inner loop, then the implicit meta-gradient for the fast weights.
+
+    Frozen and rule parameters get zero gradient: the implicit formula covers only \theta.
+    """
+    lam, cg_steps, solver, damping = implicit_options(learner.options)
+    fast, frozen, rule_params = learner.split(detach(meta))
+    support_loss = learner.support_loss_fn(frozen)
+    phi = adapt(
+        proximal_loss(support_loss, fast, lam),  # == learner.inner_objective(frozen, fast)
+        fast,
+        episode.support,
+        learner.rule,
+        learner.inner_steps,
+        rule_params=rule_params,
+        inner_batch=learner.inner_batch,
+    )
+    phi = detach(phi)
+    g_query, query_loss = grad_and_value(lambda p: learner.query_loss(p, frozen, episode.query))(
+        phi
+    )
+    if solver == "dense":
+        g = dense_solve(support_loss, phi, episode.support, g_query, lam, damping)
+    else:
+        matvec = implicit_matvec(support_loss, phi, episode.support, lam, damping)
+        g = conjugate_gradient(matvec, g_query, cg_steps)
+    grads = {**zeros_like(frozen), **zeros_like(rule_params), **g}
+    return {n: grads[n] for n in meta}, query_loss

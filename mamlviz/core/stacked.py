@@ -1,0 +1,151 @@
+"""A meta-batch of conv-net tasks as ONE network: tasks stacked on the channel axis.
+
+The Omniglot conv net is compute bound on CPU, and small per-task convolutions use the cores
+badly; ``vmap`` over tasks is slower still (DESIGN.md). Instead, every fast weight gets a
+leading task axis [T, ...] and the T task networks run side by side as one network:
+
+* input [T, N, C, H, W] -> [N, T*C, H, W]; ``F.conv2d(..., groups=T)`` applies task t's filters
+  to task t's channels only;
+* per-task BatchNorm falls out for free: each channel belongs to one task, and per-channel
+  batch statistics are exactly that task's statistics;
+* the head is a batched matrix product, logits [T, N, ways].
+
+The loss is the SUM over tasks of each task's mean loss. Tasks share no weights, so the
+gradient with respect to the stacked weights is, slice by slice, each task's own gradient:
+the unchanged :func:`mamlviz.core.inner.adapt` then takes every task's inner steps at once. Theta
+enters expanded to [T, ...], so the gradient with respect to theta is the SUM of the per-task
+meta-gradients; we divide by T for the mean that :func:`mamlviz.core.outer.meta_gradient` returns.
+Tests assert both paths agree in float64 (MAML, FOMAML, Reptile; 1 and 2 inner steps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.func import grad
+
+from mamlviz.core.episode import Episode, Examples
+from mamlviz.core.functional import Params, detach
+from mamlviz.core.inner import adapt
+from mamlviz.core.learner import Learner
+from mamlviz.core.metagrad import reptile, unrolled
+
+
+class Stackable(Protocol):
+    """A model that can run T copies of itself side by side (``ConvNet.stacked_forward``)."""
+
+    def stacked_forward(self, params: Params, x: Tensor) -> Tensor: ...
+
+
+def stacked_logits(net: Stackable, params: Params, x: Tensor) -> Tensor:
+    """Logits [T, N, ways] of T task networks (``params`` [T, ...]) on ``x`` [T, N, C, H, W]."""
+    return net.stacked_forward(params, x)
+
+
+def per_task_losses(net: Stackable, params: Params, examples: Examples) -> Tensor:
+    """Mean cross-entropy of each task, [T]."""
+    logits = stacked_logits(net, params, examples.x)
+    tasks, n, ways = logits.shape
+    losses = F.cross_entropy(logits.reshape(-1, ways), examples.y.reshape(-1), reduction="none")
+    return losses.view(tasks, n).mean(1)
+
+
+def stack(meta: Params, tasks: int) -> Params:
+    """Every meta-parameter expanded (a view, no copy) to a leading task axis of ``tasks``."""
+    return {n: w.expand(tasks, *w.shape) for n, w in meta.items()}
+
+
+def supports(learner: Learner) -> bool:
+    """Whether :func:`meta_gradient` can run ``learner`` (else use ``outer.meta_gradient``)."""
+    return (
+        callable(getattr(learner.model, "stacked_forward", None))
+        and learner.support_loss is None
+        and learner.strategy in (unrolled, reptile)
+    )
+
+
+def stacked_learner(learner: Learner) -> Learner:
+    """``learner`` with its loss replaced by the summed per-task loss over stacked weights."""
+    net = learner.model
+    if not callable(getattr(net, "stacked_forward", None)):
+        raise ValueError(
+            "learner.model must have stacked_forward (a ConvNet) for the stacked path,"
+            f" got {type(net)}"
+        )
+    if learner.support_loss is not None:
+        raise ValueError("the stacked path needs learner.support_loss=None (no noisy forward)")
+    if learner.strategy not in (unrolled, reptile):
+        raise ValueError("learner.strategy must be metagrad.unrolled or metagrad.reptile")
+    return replace(learner, loss=lambda p, ex: per_task_losses(net, p, ex).sum())
+
+
+def meta_gradient(learner: Learner, meta: Params, episode: Episode) -> tuple[Params, Tensor]:
+    """Mean meta-gradient over the meta-batch and per-task query losses [T].
+
+    Same contract as ``outer.meta_gradient(learner, meta, episode)``, computed in one stacked
+    forward/backward. Unrolled (MAML, FOMAML, Meta-SGD): the query loss after ``adapt`` is
+    differentiated w.r.t. theta, through the expansion. Reptile: theta - phi per task, averaged.
+    """
+    tasks = episode.num_tasks
+    stacked = stacked_learner(learner)
+    net = learner.model
+
+    if learner.strategy is reptile:
+        grads, _ = reptile(stacked, stack(detach(meta), tasks), episode)
+        fast, frozen, _ = stacked.split(stack(detach(meta), tasks))
+        phi = {n: fast[n] - grads[n] for n in fast}  # reptile returns theta - phi
+        losses = per_task_losses(net, {**phi, **frozen}, episode.query)
+        return {n: g.mean(0) for n, g in grads.items()}, losses
+
+    def total_query_loss(meta: Params) -> tuple[Tensor, Tensor]:
+        fast, frozen, rule_params = stacked.split(stack(meta, tasks))
+        phi = adapt(
+            stacked.support_loss_fn(frozen),
+            fast,
+            episode.support,
+            stacked.rule,
+            stacked.inner_steps,
+            rule_params=rule_params,
+            first_order=stacked.first_order,
+            inner_batch=stacked.inner_batch,
+        )
+        losses = per_task_losses(net, {**phi, **frozen}, episode.query)
+        return losses.sum(), losses.detach()
+
+    grads, losses = grad(total_query_loss, has_aux=True)(meta)
+    return {n: g / tasks for n, g in grads.items()}, losses
+
+
+def accuracy_curves(learner: Learner, meta: Params, episode: Episode, steps: int) -> Tensor:
+    """``[tasks, steps + 1]`` query accuracy after 0..steps inner steps, all tasks stacked.
+
+    What :func:`mamlviz.training.evaluate.metric_curves` computes with ``vmap``, ~10x faster for the
+    conv net (tested equal in float64); the evaluation of Reptile's 50 test steps needs it.
+    """
+    tasks, net = episode.num_tasks, learner.model
+    sl = stacked_learner(learner)
+    fast, frozen, rule_params = sl.split(stack(detach(meta), tasks))
+    curve: list[Tensor] = []
+
+    def record(k: int, phi: Params, loss: Tensor, grads: Params) -> None:
+        logits = stacked_logits(net, {**phi, **frozen}, episode.query.x)
+        hits = (logits.argmax(-1) == episode.query.y).to(logits.dtype)
+        curve.append(hits.mean(1))
+
+    with torch.no_grad():  # torch.func.grad inside adapt still works; no outer graph
+        adapt(
+            sl.inner_objective(frozen, fast),
+            fast,
+            episode.support,
+            sl.rule,
+            steps,
+            rule_params=rule_params,
+            first_order=True,
+            inner_batch=sl.inner_batch,
+            record=record,
+        )
+    return torch.stack(curve, dim=1)

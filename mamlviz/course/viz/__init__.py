@@ -1,0 +1,9 @@
+"""Figures and widgets of the course, kept out of the notebooks so that tests can drive them.
+
+* :mod:`mamlviz.course.viz.common` -- sliders, status line, readouts, static fallbacks;
+* :mod:`mamlviz.course.viz.sinusoid` -- plotting functions for sinusoid tasks and fitted curves;
+* :mod:`mamlviz.course.viz.adaptation` -- chapter 02's widget (inner loop in function space);
+* :mod:`mamlviz.course.viz.landscape` -- chapter 04's widget (loss surfaces and inner-loop paths).
+
+Submodules are imported on demand: ``from mamlviz.course.viz.adaptation import AdaptationExplorer``.
+"""

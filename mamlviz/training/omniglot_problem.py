@@ -1,0 +1,90 @@
+"""Registers the "omniglot" problem: 5-way few-shot Omniglot with MAML's conv net.
+
+Settings follow the MAML paper and code for 5-way Omniglot (Finn et al. 2017, sec. 5.2 and
+appendix A.1; REFERENCES.md sections 1 and 3):
+
+* model: :func:`mamlviz.models.convnet.omniglot_convnet` (4 strided conv blocks, transductive BN);
+* tasks: the standard 1200/423 class split with 100 of the 1200 held out for validation and
+  90-degree rotations of the training characters as new classes (:mod:`mamlviz.tasks.omniglot`);
+* inner: SGD, inner_lr 0.4, 1 step in meta-training, 3 steps at meta-test;
+* outer: Adam 1e-3, meta-batch 32, 60,000 iterations;
+* query_shots = shots: the MAML code draws 2K drawings per class and splits them into support
+  and query, so 1-shot tasks have 1 query drawing per class;
+* evaluation: 600 meta-test tasks, mean accuracy with a 95% CI (1.96 std / sqrt(600)).
+
+Reptile (Nichol et al. 2018) uses its own published 5-way settings (their code's README
+commands): 10 training shots per class whatever the test shots, Adam inner optimiser
+(beta1 = 0) with lr 1e-3 and 5 steps on support minibatches of 10, meta-batch 5, outer step
+eps = 1 annealed linearly to 0, 100,000 iterations; at test 50 steps on minibatches of 5. It
+adapts on the support set only, so one trained model serves the 1-shot and the 5-shot rows.
+One difference remains: our Adam starts every task with zero moments, while the official code
+saves and restores only the trainable variables between tasks, so its Adam moments carry over
+from task to task. Per-task Adam takes sign-like first steps on every weight and plateaued
+(README); the shipped Reptile model uses ``--option inner_optimizer=sgd --inner-lr 0.2``.
+
+The images are loaded once, on first use, by :func:`mamlviz.tasks.omniglot_data.load_omniglot`
+(env ``MAMLVIZ_OMNIGLOT`` names the folder with the two official zips; ``MAMLVIZ_CACHE`` the
+cache folder).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from mamlviz.models.convnet import omniglot_convnet
+from mamlviz.tasks.omniglot import OmniglotTasks
+from mamlviz.tasks.omniglot_data import load_omniglot
+from mamlviz.training.problems import Problem, _frozen, register_problem
+
+WAYS = 5
+
+
+@cache
+def omniglot_tasks() -> OmniglotTasks:
+    """The shared task distribution over all splits (loads the images on the first call)."""
+    return OmniglotTasks(load_omniglot(progress=False), ways=WAYS)
+
+
+register_problem(
+    Problem(
+        name="omniglot",
+        title="Omniglot 5-way few-shot classification",
+        paper="Finn, Abbeel & Levine 2017, sec. 5.2",
+        make_model=lambda seed, dtype: omniglot_convnet(WAYS, seed=seed, dtype=dtype),
+        make_tasks=lambda split: omniglot_tasks().view(split),
+        loss="cross_entropy",
+        metric="accuracy",
+        batching="stacked",
+        train_defaults=_frozen(
+            dict(
+                inner_lr=0.4,
+                inner_steps=1,
+                shots=1,
+                query_shots=1,
+                meta_batch=32,
+                outer_lr=1e-3,
+                iterations=60_000,
+                checkpoint_every=100,
+                snapshot_every=1000,
+            )
+        ),
+        algorithm_defaults=_frozen(
+            {
+                "reptile": _frozen(
+                    dict(
+                        inner_lr=1e-3,
+                        inner_steps=5,
+                        shots=10,
+                        query_shots=1,
+                        meta_batch=5,
+                        outer_lr=1.0,
+                        iterations=100_000,
+                        options={"inner_optimizer": "adam", "inner_batch": 10},
+                    )
+                ),
+            }
+        ),
+        eval_defaults=_frozen(dict(shots=1, query_shots=None, tasks=600, steps=3)),
+        algorithm_eval_defaults=_frozen({"reptile": _frozen(dict(steps=50, inner_batch=5))}),
+    )
+)

@@ -1,0 +1,202 @@
+"""Meta-training: ``fit(config) -> (meta, History)``, reproducible and resumable.
+
+Each iteration samples a meta-batch from the problem's task distribution and takes one outer step
+(:func:`mamlviz.core.outer.meta_step`, batched over tasks with vmap). The outer optimiser is Adam
+(Finn et al. 2017) for every algorithm except those whose registry row says ``outer="sgd"``
+(Reptile): SGD whose learning rate eps is annealed linearly from ``outer_lr`` to 0 over the
+run, theta <- theta + eps_i (mean phi - theta), eps_i = outer_lr (1 - i / iterations)
+(Nichol et al. 2018).
+
+All randomness comes from ``config.seed``: the model init, a ``torch.Generator`` for the tasks,
+and the global RNG (seeded inside ``fork_rng``, so the caller's RNG is untouched) for stochastic
+forwards. A checkpoint holds all three states plus the optimiser's, so a run killed at any point
+and resumed from its last checkpoint ends with exactly the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import fields
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from mamlviz.algorithms import get_algorithm
+from mamlviz.core import stacked
+from mamlviz.core.functional import Params
+from mamlviz.core.outer import meta_step
+from mamlviz.training import checkpoint as ckpt
+from mamlviz.training import hub
+from mamlviz.training.config import TrainConfig, build
+from mamlviz.training.history import History
+from mamlviz.training.problems import get_problem
+
+
+def package_version() -> str:
+    """This package's version, for the checkpoint metadata."""
+    try:
+        return version("mamlviz")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def hardware() -> dict[str, Any]:
+    """Where a run happened, for the checkpoint metadata."""
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "device": "cpu",
+    }
+
+
+def _outer_sgd(config: TrainConfig) -> bool:
+    return get_algorithm(config.algorithm).outer == "sgd"
+
+
+def _resume(path: Path, config: TrainConfig, meta: Params, state: dict[str, Any]) -> dict:
+    data = ckpt.load(path)
+    saved = TrainConfig.from_dict(data.metadata["config"])
+    ignore = {"checkpoint_every"}
+    diff = [
+        f"{f.name} ({getattr(saved, f.name)!r} in the checkpoint, {getattr(config, f.name)!r} now)"
+        for f in fields(TrainConfig)
+        if f.name not in ignore and getattr(saved, f.name) != getattr(config, f.name)
+    ]
+    if diff:
+        raise ckpt.CheckpointError(path, "cannot resume, the config differs: " + "; ".join(diff))
+    tensors = data.tensors
+    if "optimizer" not in tensors or "rng" not in tensors:
+        raise ckpt.CheckpointError(path, "cannot resume: no optimizer or RNG state (shipped file?)")
+    ckpt.check_params(path, tensors["meta"], meta)
+    with torch.no_grad():
+        for n, w in meta.items():
+            w.copy_(tensors["meta"][n])
+    state["optimizer"].load_state_dict(tensors["optimizer"])
+    state["generator"].set_state(tensors["rng"]["tasks"])
+    torch.set_rng_state(tensors["rng"]["torch"])
+    return data.metadata
+
+
+def _warm_start(name: str, meta: Params) -> dict[str, Any]:
+    """Copy the meta-parameters of checkpoint ``name`` into ``meta``; what to record of it.
+
+    E.g. 5-shot training that starts from a 1-shot checkpoint. Names and shapes must match.
+    """
+    source = hub.load(name)
+    ckpt.check_params(Path(source.path), source.meta, meta)
+    with torch.no_grad():
+        for n, w in meta.items():
+            w.copy_(source.meta[n])
+    info = source.metadata
+    return {
+        "from": name,
+        "algorithm": info.get("algorithm"),
+        "iterations": info.get("iteration"),
+        "shots": info.get("config", {}).get("shots"),
+        "wall_time_s": info.get("wall_time_s"),
+    }
+
+
+def save_run(path: Path, config: TrainConfig, meta: Params, state: dict, history: History) -> None:
+    """Write a resumable checkpoint of the run so far."""
+    metadata = {
+        "algorithm": config.algorithm,
+        "problem": config.problem,
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "iteration": state["iteration"],
+        "mamlviz_version": package_version(),
+        "torch_version": torch.__version__,
+        "command": state["command"],
+        "wall_time_s": state["wall_time_s"],
+        "hardware": hardware(),
+    }
+    if "init" in state:
+        metadata["initialised_from"] = state["init"]
+    tensors = {
+        "meta": {n: w.detach().clone() for n, w in meta.items()},
+        "optimizer": state["optimizer"].state_dict(),
+        "rng": {"tasks": state["generator"].get_state(), "torch": torch.get_rng_state()},
+        "history": history.to_tensors(),
+    }
+    ckpt.save(path, metadata, tensors)
+
+
+def fit(
+    config: TrainConfig,
+    checkpoint: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+    command: str | None = None,
+) -> tuple[Params, History]:
+    """Meta-train ``config``; returns the meta-parameters (detached) and the ``History``.
+
+    With ``checkpoint``, the run is saved there every ``config.checkpoint_every`` iterations and
+    at the end, and (``resume=True``) continued from it if it exists. ``stop_after=n`` returns
+    after iteration n without a final save, as if the process had been killed there.
+    """
+    generator = torch.Generator().manual_seed(config.seed)
+    state: dict[str, Any] = {
+        "generator": generator,
+        "iteration": 0,
+        "wall_time_s": 0.0,
+        "command": command if command is not None else shlex.join(sys.argv),
+    }
+    history = History()
+    tasks = get_problem(config.problem).make_tasks("train")
+    path = Path(checkpoint) if checkpoint is not None else None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        learner, init = build(config)
+        if config.init:
+            state["init"] = _warm_start(config.init, init)
+        meta = {n: w.requires_grad_() for n, w in init.items()}
+        if _outer_sgd(config):
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(meta.values(), lr=config.outer_lr)
+        else:
+            optimizer = torch.optim.Adam(meta.values(), lr=config.outer_lr)
+        state["optimizer"] = optimizer
+        if path is not None and resume and path.exists():
+            saved = _resume(path, config, meta, state)
+            state["iteration"], state["wall_time_s"] = saved["iteration"], saved["wall_time_s"]
+            history = History.from_tensors(ckpt.load(path).tensors["history"])
+        else:
+            history.snapshot(0, meta)
+        end = config.iterations if stop_after is None else min(stop_after, config.iterations)
+        bar = tqdm(
+            total=config.iterations, initial=state["iteration"], disable=not progress, desc="train"
+        )
+        started = time.perf_counter() - state["wall_time_s"]
+        stack = get_problem(config.problem).batching == "stacked" and stacked.supports(learner)
+        gradient = stacked.meta_gradient if stack else None
+        for i in range(state["iteration"], end):
+            if _outer_sgd(config):  # Reptile: eps annealed linearly to 0
+                optimizer.param_groups[0]["lr"] = config.outer_lr * (1 - i / config.iterations)
+            episode = tasks.sample(
+                generator, config.shots, config.query_shots, config.meta_batch, config.torch_dtype
+            )
+            losses = meta_step(learner, meta, optimizer, episode, iteration=i, gradient=gradient)
+            grad_norm = torch.sqrt(sum(w.grad.pow(2).sum() for w in meta.values()))
+            history.record(i, float(losses.mean()), float(grad_norm))
+            state["iteration"] = i + 1
+            if (i + 1) % config.snapshot_every == 0 or i + 1 == config.iterations:
+                history.snapshot(i + 1, meta)
+            bar.update(1)
+            last = i + 1 == config.iterations  # a stop_after run ends without a final save
+            if path is not None and ((i + 1) % config.checkpoint_every == 0 or last):
+                state["wall_time_s"] = time.perf_counter() - started
+                save_run(path, config, meta, state, history)
+        bar.close()
+    return {n: w.detach().clone() for n, w in meta.items()}, history

@@ -1,9 +1,0 @@
-"""Figures and widgets of the course, kept out of the notebooks so that tests can drive them.
-
-* :mod:`mamlviz.viz.common` -- sliders, status line, readouts, static fallbacks;
-* :mod:`mamlviz.viz.sinusoid` -- plotting functions for sinusoid tasks and fitted curves;
-* :mod:`mamlviz.viz.adaptation` -- chapter 02's widget (inner loop in function space);
-* :mod:`mamlviz.viz.landscape` -- chapter 04's widget (loss surfaces and inner-loop paths).
-
-Submodules are imported on demand: ``from mamlviz.viz.adaptation import AdaptationExplorer``.
-"""
