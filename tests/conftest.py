@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
+
+from mamlviz import Episode, SinusoidTasks
+from mamlviz.models import MLP
 
 
 @pytest.fixture(scope="session")
@@ -20,12 +25,52 @@ def omniglot_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """One thread for a whole module, module-scoped fixtures included (shipped evaluations)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def float64():
+    """float64 as the default dtype for one test (closed forms, finite differences, gradcheck);
+    the default is restored afterwards. Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("float64")``."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.fixture
+def tiny_sinusoid() -> Callable[..., tuple[MLP, Episode]]:
+    """Factory of the tiny float64 problem the engine's exact tests share:
+    ``tiny_sinusoid(seed=0, tasks=4, hidden=(8, 8), shots=5, query_shots=7)`` gives a seeded
+    MLP 1-h-h-1 in float64 and a meta-batch of ``tasks`` sinusoid tasks in float64."""
+
+    def make(
+        seed: int = 0,
+        tasks: int = 4,
+        hidden: tuple[int, ...] = (8, 8),
+        shots: int = 5,
+        query_shots: int = 7,
+    ) -> tuple[MLP, Episode]:
+        torch.manual_seed(seed)
+        model = MLP(1, hidden, 1).double()
+        generator = torch.Generator().manual_seed(seed)
+        episode = SinusoidTasks().sample(generator, shots, query_shots, tasks, torch.float64)
+        return model, episode
+
+    return make
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """One intra-op thread per test: the workloads here are tiny and dispatch-bound, and two
     threads on a busy 2-core machine made sinusoid steps many times slower."""
-    import torch
-
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

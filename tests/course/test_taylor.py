@@ -26,14 +26,6 @@ from mamlviz.course.viz.rules import plot_rule_tensors, query_mse_after_adaptati
 matplotlib.use("Agg")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_coefficients_match_the_paper() -> None:
     assert taylor.coefficients(1) == {"maml": (1, 0), "fomaml": (1, 0), "reptile": (1, 0)}
     assert taylor.coefficients(3) == {"maml": (1, -4), "fomaml": (1, -2), "reptile": (3, -3)}

@@ -15,17 +15,8 @@ from mamlviz.core.learner import Learner
 from mamlviz.core.metagrad import reptile, unrolled
 from mamlviz.core.outer import meta_gradient
 from mamlviz.core.rules import SGD
-from mamlviz.models import MLP
-from mamlviz.tasks.sinusoid import SinusoidTasks
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    """Every test here runs in float64; the default is restored for other modules."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def quadratic(params: dict, examples: Examples) -> torch.Tensor:
@@ -106,18 +97,11 @@ def test_linear_model_hand_derived_values() -> None:
         torch.testing.assert_close(loss, torch.tensor(1.96))
 
 
-def tiny_problem(seed: int = 0, tasks: int = 4) -> tuple[MLP, Episode]:
-    torch.manual_seed(seed)
-    model = MLP(1, (8, 8), 1).double()
-    episode = SinusoidTasks().sample(
-        torch.Generator().manual_seed(seed), 5, 7, tasks, torch.float64
-    )
-    return model, episode
-
-
 @pytest.mark.parametrize("steps", [1, 3])
-def test_unrolled_meta_gradient_matches_gradcheck_and_finite_differences(steps: int) -> None:
-    model, episode = tiny_problem()
+def test_unrolled_meta_gradient_matches_gradcheck_and_finite_differences(
+    tiny_sinusoid, steps: int
+) -> None:
+    model, episode = tiny_sinusoid()
     task = episode.task(0)
     learner = make_learner("maml", model, "mse", inner_lr=0.05, inner_steps=steps)
     meta = learner.init_meta()
@@ -138,9 +122,9 @@ def test_unrolled_meta_gradient_matches_gradcheck_and_finite_differences(steps: 
         torch.testing.assert_close(flatten(g)[i], fd, atol=1e-7, rtol=1e-5)
 
 
-def test_first_order_drops_exactly_the_hessian_term() -> None:
+def test_first_order_drops_exactly_the_hessian_term(tiny_sinusoid) -> None:
     """MAML - FOMAML = -alpha H_support(theta) grad L_query(phi) for one step."""
-    model, episode = tiny_problem()
+    model, episode = tiny_sinusoid()
     task = episode.task(1)
     alpha = 0.05
     maml = make_learner("maml", model, "mse", inner_lr=alpha, inner_steps=1)
@@ -154,8 +138,8 @@ def test_first_order_drops_exactly_the_hessian_term() -> None:
 
 @pytest.mark.parametrize("algorithm", ["maml", "fomaml", "reptile", "metasgd"])
 @pytest.mark.parametrize("steps", [1, 3])
-def test_vmap_path_equals_per_task_loop(algorithm: str, steps: int) -> None:
-    model, episode = tiny_problem(seed=2, tasks=6)
+def test_vmap_path_equals_per_task_loop(tiny_sinusoid, algorithm: str, steps: int) -> None:
+    model, episode = tiny_sinusoid(seed=2, tasks=6)
     learner = make_learner(algorithm, model, "mse", inner_lr=0.03, inner_steps=steps)
     meta = learner.init_meta()
     gb, lb = meta_gradient(learner, meta, episode, batched=True)
@@ -166,8 +150,8 @@ def test_vmap_path_equals_per_task_loop(algorithm: str, steps: int) -> None:
         torch.testing.assert_close(gb[name], gl[name], rtol=1e-10, atol=1e-12)
 
 
-def test_reptile_one_step_is_alpha_times_gradient() -> None:
-    model, episode = tiny_problem()
+def test_reptile_one_step_is_alpha_times_gradient(tiny_sinusoid) -> None:
+    model, episode = tiny_sinusoid()
     task = episode.task(0)
     alpha = 0.02
     learner = make_learner("reptile", model, "mse", inner_lr=alpha, inner_steps=1)
@@ -178,8 +162,8 @@ def test_reptile_one_step_is_alpha_times_gradient() -> None:
         torch.testing.assert_close(g[name], alpha * expected[name])
 
 
-def test_reptile_adam_inner_loop_moves_against_the_gradient() -> None:
-    model, episode = tiny_problem()
+def test_reptile_adam_inner_loop_moves_against_the_gradient(tiny_sinusoid) -> None:
+    model, episode = tiny_sinusoid()
     task = episode.task(0)
     learner = make_learner(
         "reptile", model, "mse", inner_lr=1e-3, inner_steps=1, inner_optimizer="adam"
@@ -192,8 +176,8 @@ def test_reptile_adam_inner_loop_moves_against_the_gradient() -> None:
         torch.testing.assert_close(g[name], 1e-3 * torch.sign(grads[name]), atol=1e-8, rtol=1e-4)
 
 
-def test_zero_inner_lr_makes_maml_and_fomaml_equal_to_joint_gradient() -> None:
-    model, episode = tiny_problem()
+def test_zero_inner_lr_makes_maml_and_fomaml_equal_to_joint_gradient(tiny_sinusoid) -> None:
+    model, episode = tiny_sinusoid()
     task = episode.task(2)
     meta = params_of(model)
     for algorithm in ["maml", "fomaml"]:
@@ -204,8 +188,8 @@ def test_zero_inner_lr_makes_maml_and_fomaml_equal_to_joint_gradient() -> None:
             torch.testing.assert_close(g[name], expected[name])
 
 
-def test_trajectory_records_every_step_and_matches_plain_adapt() -> None:
-    model, episode = tiny_problem()
+def test_trajectory_records_every_step_and_matches_plain_adapt(tiny_sinusoid) -> None:
+    model, episode = tiny_sinusoid()
     task = episode.task(0)
     loss = make_loss(model, "mse")
     meta = params_of(model)

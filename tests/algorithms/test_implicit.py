@@ -18,16 +18,8 @@ from mamlviz.core.learner import Learner
 from mamlviz.core.metagrad import unrolled
 from mamlviz.core.outer import meta_gradient
 from mamlviz.core.rules import SGD
-from mamlviz.models import MLP
-from mamlviz.tasks.sinusoid import SinusoidTasks
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def spd(n: int, seed: int) -> torch.Tensor:
@@ -42,17 +34,8 @@ def quadratic(params: dict, examples: Examples) -> torch.Tensor:
     return 0.5 * d @ examples.x @ d
 
 
-def tiny(seed: int = 0, tasks: int = 3) -> tuple[MLP, Episode]:
-    torch.manual_seed(seed)
-    model = MLP(1, (6, 6), 1).double()
-    episode = SinusoidTasks().sample(
-        torch.Generator().manual_seed(seed), 5, 7, tasks, torch.float64
-    )
-    return model, episode
-
-
-def test_hvp_equals_hessian_times_v() -> None:
-    model, episode = tiny()
+def test_hvp_equals_hessian_times_v(tiny_sinusoid) -> None:
+    model, episode = tiny_sinusoid(hidden=(6, 6), tasks=3)
     learner = make_learner("maml", model, "mse", inner_lr=0.1, inner_steps=1)
     params, support = learner.init_meta(), episode.task(0).support
     v = {n: torch.randn_like(w) for n, w in params.items()}
@@ -117,14 +100,14 @@ def test_quadratic_support_loss_gives_the_analytic_implicit_gradient(solver: str
     torch.testing.assert_close(g["theta"], true, rtol=1e-9, atol=1e-11)
 
 
-def test_implicit_gradient_equals_unrolling_the_converged_proximal_loop() -> None:
+def test_implicit_gradient_equals_unrolling_the_converged_proximal_loop(tiny_sinusoid) -> None:
     """Dense implicit gradient == backprop through 400 proximal SGD steps, on a smooth net.
 
     A tanh net, because ReLU kinks keep plain SGD from converging to a stationary point; lam is
     larger than the most negative Hessian eigenvalue, so the proximal problem is strongly convex
     and the inner loop contracts.
     """
-    _, episode = tiny()
+    _, episode = tiny_sinusoid(hidden=(6, 6), tasks=3)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1))
     task, lam = episode.task(0), 5.0
@@ -154,8 +137,8 @@ def test_implicit_gradient_equals_unrolling_the_converged_proximal_loop() -> Non
 
 
 @pytest.mark.parametrize("solver", ["cg", "dense"])
-def test_vmap_path_equals_per_task_loop(solver: str) -> None:
-    model, episode = tiny(seed=2, tasks=4)
+def test_vmap_path_equals_per_task_loop(tiny_sinusoid, solver: str) -> None:
+    model, episode = tiny_sinusoid(hidden=(6, 6), seed=2, tasks=4)
     learner = make_learner("imaml", model, "mse", inner_lr=0.05, inner_steps=10, solver=solver)
     meta = learner.init_meta()
     gb, lb = meta_gradient(learner, meta, episode, batched=True)
@@ -165,9 +148,9 @@ def test_vmap_path_equals_per_task_loop(solver: str) -> None:
         torch.testing.assert_close(gb[name], gl[name], rtol=1e-10, atol=1e-12)
 
 
-def test_large_lam_approaches_first_order_maml() -> None:
+def test_large_lam_approaches_first_order_maml(tiny_sinusoid) -> None:
     """lam -> inf: phi -> theta and g -> grad L_query(theta), FOMAML with zero inner steps."""
-    model, episode = tiny()
+    model, episode = tiny_sinusoid(hidden=(6, 6), tasks=3)
     task = episode.task(1)
     learner = make_learner("imaml", model, "mse", inner_lr=1e-7, inner_steps=3, lam=1e7)
     meta = learner.init_meta()
@@ -214,18 +197,18 @@ def test_damping_solves_the_damped_system_with_cg_and_dense() -> None:
         ({"damping": -0.1}, r"damping must be in \[0, inf\)"),
     ],
 )
-def test_bad_options_name_the_argument(options: dict, message: str) -> None:
-    model, _ = tiny()
+def test_bad_options_name_the_argument(tiny_sinusoid, options: dict, message: str) -> None:
+    model, _ = tiny_sinusoid(hidden=(6, 6), tasks=3)
     with pytest.raises(ValueError, match=message):
         make_learner("imaml", model, "mse", inner_lr=0.1, inner_steps=1, **options)
     with pytest.raises(ValueError, match="cg_steps"):
         conjugate_gradient(lambda v: v, {"x": torch.ones(2)}, 0)
 
 
-def test_imaml_adapts_on_the_proximal_objective_at_test_time_too() -> None:
+def test_imaml_adapts_on_the_proximal_objective_at_test_time_too(tiny_sinusoid) -> None:
     """``inner_objective`` (what ``evaluate`` adapts on) is L_s + lam/2 ||phi - theta||^2 for
     iMAML and the plain support loss for MAML."""
-    model, ep = tiny()
+    model, ep = tiny_sinusoid(hidden=(6, 6), tasks=3)
     task = ep.task(0)
     imaml = make_learner("imaml", model, "mse", inner_lr=0.02, inner_steps=3, lam=4.0)
     maml = make_learner("maml", model, "mse", inner_lr=0.02, inner_steps=3)

@@ -31,13 +31,7 @@ from mamlviz.tasks.omniglot_data import OmniglotArrays, load_omniglot
 from mamlviz.tasks.rotated_omniglot import RotatedOmniglot, choose_characters, rotate
 from mamlviz.tasks.stream import DriftingSinusoids
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def setup(families: int = 3, n: int = 12):

@@ -67,14 +67,6 @@ WRONG = {
 VALUES = {"sinusoid_episode", "zero_predictor_mse"}  # checkers that take a value
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_every_registered_checker_is_covered() -> None:
     assert set(exercises.CHECKS) == set(RIGHT) == set(WRONG)
     for name in exercises.CHECKS:

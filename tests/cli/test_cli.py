@@ -20,7 +20,7 @@ from mamlviz.cli import main
 from mamlviz.models import MLP
 from mamlviz.training import checkpoint as ckpt
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--iterations", "6", "--meta-batch", "2", "--checkpoint-every", "3", "--quiet"]
 
 

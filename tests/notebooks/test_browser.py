@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from browser.lab import CHROMIUM_FLAGS, Lab, chromium_path, start_lab
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 # Chapter prefixes of notebooks/NN_*.ipynb to drive; MAMLVIZ_BROWSER_CHAPTERS="05,06" overrides.
 CHAPTERS = os.environ.get("MAMLVIZ_BROWSER_CHAPTERS", "02,03,04").split(",")

@@ -19,12 +19,7 @@ from mamlviz.training.evaluate import Evaluation, evaluate, summarize
 TASKS, SHOTS, QUERY, STEPS, LR, SEED = 7, 5, 20, 3, 0.01, 42
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def setup(algorithm: str = "maml"):

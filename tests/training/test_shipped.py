@@ -17,12 +17,8 @@ SINUSOID = ["sinusoid-maml", "sinusoid-fomaml", "sinusoid-reptile", "sinusoid-pr
 PAPER_MAML = {1: 0.67, 5: 0.38, 10: 0.35}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the evaluations were stored (`evaluate --threads 1`)
-    yield
-    torch.set_num_threads(previous)
+# One thread, as the evaluations were stored (`evaluate --threads 1`), for module fixtures too.
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def test_the_sinusoid_checkpoints_are_shipped() -> None:

@@ -23,12 +23,8 @@ TABLE = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the evaluations were stored (`evaluate --threads 1`)
-    yield
-    torch.set_num_threads(previous)
+# One thread, as the evaluations were stored (`evaluate --threads 1`), for module fixtures too.
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +46,13 @@ def test_stored_evaluation_equals_a_fresh_one(name: str) -> None:
     fresh = evaluate_checkpoint(loaded)  # defaults to the stored settings
     assert fresh.settings() == stored.settings()
     mean, want, ci = (torch.tensor(v) for v in (fresh.mean, stored.mean, stored.ci95))
-    # Steps 0..10 agree to float32 rounding on any CPU.
-    torch.testing.assert_close(mean[:11], want[:11], rtol=1e-5, atol=0)
-    # iMAML's 90 float32 steps amplify the last-bit differences between CPUs' kernels
-    # (measured: 1e-3 relative at step 84 on another x86-64 machine, 0.9% of the 95% CI). Past
-    # step 10 a fresh evaluation must agree to 2% of the CI, far below the sampling error.
-    assert ((mean[11:] - want[11:]).abs() <= 0.02 * ci[11:]).all(), (mean - want).abs().max()
+    # Steps 0 and 1 (the variant table's numbers) agree to float32 rounding on any CPU.
+    torch.testing.assert_close(mean[:2], want[:2], rtol=1e-5, atol=0)
+    # Many float32 steps amplify the last-bit differences between CPUs' kernels on the few
+    # tasks near the edge of stability (measured on another x86-64 machine: 6e-5 relative at
+    # Meta-Curvature's step 10, 1e-3 at iMAML's step 84, at most 0.9% of the 95% CI). Every
+    # step must agree to 2% of the CI, far below the sampling error.
+    assert ((mean - want).abs() <= 0.02 * ci).all(), ((mean - want).abs() / ci).max()
 
 
 @pytest.mark.parametrize("shots", [5, 10])

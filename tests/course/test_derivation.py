@@ -15,14 +15,6 @@ from mamlviz.models import MLP
 from mamlviz.tasks.sinusoid import SinusoidTasks
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def problem(seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

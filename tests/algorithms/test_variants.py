@@ -7,32 +7,14 @@ import pytest
 import torch
 
 from mamlviz.algorithms import make_learner
-from mamlviz.core.episode import Episode
 from mamlviz.core.functional import flatten, unflatten
 from mamlviz.core.metagrad import unrolled
 from mamlviz.core.outer import meta_gradient, meta_step
 from mamlviz.core.rules import Kronecker
 from mamlviz.errors import DivergenceError
-from mamlviz.models import MLP
 from mamlviz.models.noise import MetaDropoutMLP
-from mamlviz.tasks.sinusoid import SinusoidTasks
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
-def problem(seed: int = 0, tasks: int = 4) -> tuple[MLP, Episode]:
-    torch.manual_seed(seed)
-    model = MLP(1, (8, 8), 1).double()
-    episode = SinusoidTasks().sample(
-        torch.Generator().manual_seed(seed), 5, 7, tasks, torch.float64
-    )
-    return model, episode
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def assert_same_model_grads(g: dict, ref: dict) -> None:
@@ -42,9 +24,9 @@ def assert_same_model_grads(g: dict, ref: dict) -> None:
 
 @pytest.mark.parametrize("algorithm", ["metasgd", "metacurv", "metadropout-off"])
 @pytest.mark.parametrize("steps", [1, 2])
-def test_neutral_settings_equal_maml(algorithm: str, steps: int) -> None:
+def test_neutral_settings_equal_maml(tiny_sinusoid, algorithm: str, steps: int) -> None:
     """Constant alpha, identity factors, noise off: theta-gradients are MAML's exactly."""
-    model, episode = problem()
+    model, episode = tiny_sinusoid()
     task = episode.task(0)
     maml = make_learner("maml", model, "mse", inner_lr=0.05, inner_steps=steps)
     name, opts = algorithm.split("-")[0], {"noise": "off"} if "off" in algorithm else {}
@@ -63,8 +45,8 @@ def test_neutral_settings_equal_maml(algorithm: str, steps: int) -> None:
 
 
 @pytest.mark.parametrize("noise", ["mean", "sample"])
-def test_noise_net_gets_gradient_when_noise_is_on(noise: str) -> None:
-    model, episode = problem()
+def test_noise_net_gets_gradient_when_noise_is_on(tiny_sinusoid, noise: str) -> None:
+    model, episode = tiny_sinusoid()
     learner = make_learner("metadropout", model, "mse", inner_lr=0.05, inner_steps=1, noise=noise)
     meta = learner.init_meta()
     _, frozen, _ = learner.split(meta)
@@ -75,8 +57,8 @@ def test_noise_net_gets_gradient_when_noise_is_on(noise: str) -> None:
         assert float(g[name].abs().max()) > 0.0, name
 
 
-def test_noise_net_is_never_adapted() -> None:
-    model, _ = problem()
+def test_noise_net_is_never_adapted(tiny_sinusoid) -> None:
+    model, _ = tiny_sinusoid()
     learner = make_learner("metadropout", model, "mse", inner_lr=0.05, inner_steps=1)
     fast, frozen, rule = learner.split(learner.init_meta())
     assert not rule and set(fast) == {n for n, _ in model.named_parameters()}
@@ -87,9 +69,11 @@ def test_noise_net_is_never_adapted() -> None:
     ("algorithm", "opts"),
     [("metacurv", {}), ("metadropout", {"noise": "mean"}), ("metasgd", {})],
 )
-def test_meta_gradient_matches_finite_differences(algorithm: str, opts: dict) -> None:
+def test_meta_gradient_matches_finite_differences(
+    tiny_sinusoid, algorithm: str, opts: dict
+) -> None:
     """Checks the gradients of the meta-only parameters too, at non-neutral values."""
-    model, episode = problem()
+    model, episode = tiny_sinusoid()
     task = episode.task(1)
     learner = make_learner(algorithm, model, "mse", inner_lr=0.05, inner_steps=2, **opts)
     gen = torch.Generator().manual_seed(3)
@@ -119,8 +103,8 @@ def test_meta_gradient_matches_finite_differences(algorithm: str, opts: dict) ->
     ("algorithm", "opts"),
     [("metacurv", {}), ("metadropout", {"noise": "mean"}), ("metadropout", {"noise": "off"})],
 )
-def test_vmap_path_equals_per_task_loop(algorithm: str, opts: dict) -> None:
-    model, episode = problem(seed=2, tasks=5)
+def test_vmap_path_equals_per_task_loop(tiny_sinusoid, algorithm: str, opts: dict) -> None:
+    model, episode = tiny_sinusoid(seed=2, tasks=5)
     learner = make_learner(algorithm, model, "mse", inner_lr=0.03, inner_steps=2, **opts)
     meta = learner.init_meta()
     gb, lb = meta_gradient(learner, meta, episode, batched=True)
@@ -147,8 +131,8 @@ def test_kronecker_is_the_kronecker_product_on_vec() -> None:
     torch.testing.assert_close(fc, params["rule.mc_out.fc"] @ g["fc"] @ params["rule.mc_in.fc"])
 
 
-def test_meta_dropout_samples_average_and_seed_reproducibility() -> None:
-    model, episode = problem(tasks=3)
+def test_meta_dropout_samples_average_and_seed_reproducibility(tiny_sinusoid) -> None:
+    model, episode = tiny_sinusoid(tasks=3)
     learner = make_learner("metadropout", model, "mse", inner_lr=0.05, inner_steps=1, samples=4)
     meta = learner.init_meta()
     results = []
@@ -170,8 +154,8 @@ def test_meta_dropout_samples_average_and_seed_reproducibility() -> None:
     assert per_draw.std() > 0  # the draws differ
 
 
-def test_bad_inputs_name_the_argument() -> None:
-    model, _ = problem()
+def test_bad_inputs_name_the_argument(tiny_sinusoid) -> None:
+    model, _ = tiny_sinusoid()
     with pytest.raises(ValueError, match="noise must be one of"):
         make_learner("metadropout", model, "mse", inner_lr=0.1, inner_steps=1, noise="on")
     with pytest.raises(ValueError, match=r"samples must be in \[1, inf\)"):
@@ -183,8 +167,8 @@ def test_bad_inputs_name_the_argument() -> None:
 
 
 @pytest.mark.parametrize("algorithm", ["metasgd", "metacurv", "metadropout", "imaml"])
-def test_divergence_is_reported_not_written(algorithm: str) -> None:
-    model, episode = problem()
+def test_divergence_is_reported_not_written(tiny_sinusoid, algorithm: str) -> None:
+    model, episode = tiny_sinusoid()
     learner = make_learner(algorithm, model, "mse", inner_lr=1e4, inner_steps=5)
     meta = {n: w.requires_grad_(True) for n, w in learner.init_meta().items()}
     before = {n: w.detach().clone() for n, w in meta.items()}

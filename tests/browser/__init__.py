@@ -1,1 +1,0 @@
-"""Helpers for the real-browser test (tests/test_browser.py)."""

@@ -1,0 +1,1 @@
+"""Helpers for the real-browser test (tests/notebooks/test_browser.py)."""
