@@ -145,9 +145,15 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mamlviz", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
+    from mamlviz.algorithms import ALGORITHMS
+    from mamlviz.training.problems import available_problems
+
+    rows = "; ".join(f"{n} ({s.title}, {s.paper})" for n, s in sorted(ALGORITHMS.items()))
     t = sub.add_parser("train", help="meta-train and checkpoint")
-    t.add_argument("--problem", default="sinusoid")
-    t.add_argument("--algorithm", default="maml")
+    t.add_argument(
+        "--problem", default="sinusoid", help="one of: " + ", ".join(available_problems())
+    )
+    t.add_argument("--algorithm", default="maml", help=f"one of: {rows}")
     for name in TRAIN_FIELDS:
         kind = float if name.endswith("_lr") else int
         t.add_argument("--" + name.replace("_", "-"), type=kind, default=None)

@@ -25,6 +25,16 @@ def omniglot_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def omniglot_tasks(omniglot_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The Omniglot sampler over the shared copy, with its own preprocessed cache."""
+    from mamlviz.tasks.omniglot import OmniglotTasks
+    from mamlviz.tasks.omniglot_data import load_omniglot
+
+    cache = tmp_path_factory.mktemp("omniglot_cache")
+    return OmniglotTasks(load_omniglot(root=omniglot_dir, cache_dir=cache, progress=False))
+
+
 @pytest.fixture(scope="module")
 def one_thread_module():
     """One thread for a whole module, module-scoped fixtures included (shipped evaluations)."""

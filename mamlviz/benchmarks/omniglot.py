@@ -67,7 +67,8 @@ def api_latency(repeats: int) -> dict[str, Any]:
     One thread: each op is on 5-10 images, too small for a second thread to pay (measured:
     2 threads were slower on a loaded machine).
     """
-    from mamlviz.course.omniglot import SHIPPED, load_demo
+    from mamlviz.course.omniglot import load_demo
+    from mamlviz.training.hub import SHIPPED
 
     name = "omniglot-maml-5w1s"
     if not (SHIPPED / f"{name}.pt").is_file():

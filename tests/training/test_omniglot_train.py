@@ -3,8 +3,6 @@ post-adaptation query loss and raise the accuracy on held-out (meta-test) charac
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -16,14 +14,12 @@ from mamlviz.core.inner import adapt
 from mamlviz.core.learner import Learner
 from mamlviz.models.convnet import omniglot_convnet
 from mamlviz.tasks.omniglot import OmniglotTasks
-from mamlviz.tasks.omniglot_data import load_omniglot
 from mamlviz.training.problems import get_problem
 
 
 @pytest.fixture(scope="module")
-def tasks(omniglot_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> OmniglotTasks:
-    cache = tmp_path_factory.mktemp("omniglot_cache")
-    return OmniglotTasks(load_omniglot(root=omniglot_dir, cache_dir=cache, progress=False))
+def tasks(omniglot_tasks: OmniglotTasks) -> OmniglotTasks:
+    return omniglot_tasks
 
 
 def query_metrics(learner: Learner, meta: Params, episode: Episode) -> tuple[float, float]:
@@ -75,20 +71,3 @@ def test_problem_is_registered_with_maml_defaults() -> None:
     assert r["options"] == {"inner_optimizer": "adam", "inner_batch": 10}
     want = {**problem.eval_defaults, "steps": 50, "inner_batch": 5}
     assert problem.eval_settings("reptile") == want
-
-
-def test_notebook_api_adapts_a_meta_test_task(tasks: OmniglotTasks) -> None:
-    from mamlviz.course.omniglot import load_demo
-
-    demo = load_demo("omniglot-maml-5w1s")
-    demo.tasks = tasks.view("test")
-    episode = demo.sample(seed=3, query_shots=2)
-    assert episode.support.x.shape == (5, 1, 28, 28) and episode.query.y.shape == (10,)
-    result = demo.adapt(episode, steps=3)
-    assert result.probabilities.shape == (4, 10, 5) and len(result.support_loss) == 4
-    torch.testing.assert_close(result.probabilities.sum(-1), torch.ones(4, 10))
-    want = (result.predictions == episode.query.y).double().mean(-1)
-    assert result.accuracy == want.tolist()
-    assert result.support_loss[1] < result.support_loss[0]  # one SGD step lowers the loss
-    with pytest.raises(ValueError, match="steps"):
-        demo.adapt(episode, steps=-1)
