@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mamlviz.tasks import omniglot_problem
-from mamlviz.training import hub
+from mamlviz.training import hub, omniglot_problem
 from mamlviz.training.evaluate import evaluate_checkpoint
 
 # name -> (published accuracy, allowed shortfall in points)
