@@ -36,7 +36,6 @@ from mamlviz.core.functional import (
     tree_dot,
     unflatten,
 )
-from mamlviz.core.inner import adapt
 from mamlviz.core.learner import Learner, zeros_like
 from mamlviz.errors import check_range
 
@@ -131,16 +130,10 @@ def implicit(learner: Learner, meta: Params, episode: Episode) -> tuple[Params, 
     lam, cg_steps, solver, damping = implicit_options(learner.options)
     fast, frozen, rule_params = learner.split(detach(meta))
     support_loss = learner.support_loss_fn(frozen)
-    phi = adapt(
-        proximal_loss(support_loss, fast, lam),  # == learner.inner_objective(frozen, fast)
-        fast,
-        episode.support,
-        learner.rule,
-        learner.inner_steps,
-        rule_params=rule_params,
-        inner_batch=learner.inner_batch,
+    objective = proximal_loss(support_loss, fast, lam)  # as learner.inner_objective does
+    phi = detach(
+        learner.inner_loop(fast, frozen, rule_params, episode.support, objective=objective)
     )
-    phi = detach(phi)
     g_query, query_loss = grad_and_value(lambda p: learner.query_loss(p, frozen, episode.query))(
         phi
     )

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from mamlviz.core.episode import Episode, Examples
 from mamlviz.core.functional import LossFn, Params, params_of, proximal_loss
+from mamlviz.core.inner import Recorder, adapt
 from mamlviz.core.rules import RULE_PREFIX, InnerRule
 from mamlviz.errors import check_range
 
@@ -93,6 +94,33 @@ class Learner:
         (``proximal`` = lambda) the proximal objective, at training and at test alike."""
         base = self.support_loss_fn(frozen)
         return base if self.proximal is None else proximal_loss(base, theta, self.proximal)
+
+    def inner_loop(
+        self,
+        fast: Params,
+        frozen: Params,
+        rule_params: Params,
+        support: Examples,
+        *,
+        steps: int | None = None,
+        first_order: bool | None = None,
+        objective: LossFn | None = None,
+        record: Recorder | None = None,
+    ) -> Params:
+        """THE inner loop (:func:`mamlviz.core.inner.adapt`) with this learner's settings:
+        ``steps`` (default ``inner_steps``) steps of its rule on ``objective`` (default
+        :meth:`inner_objective`) from ``fast``, on support minibatches of ``inner_batch``."""
+        return adapt(
+            self.inner_objective(frozen, fast) if objective is None else objective,
+            fast,
+            support,
+            self.rule,
+            self.inner_steps if steps is None else steps,
+            rule_params=rule_params,
+            first_order=self.first_order if first_order is None else first_order,
+            inner_batch=self.inner_batch,
+            record=record,
+        )
 
     def query_loss(self, phi: Params, frozen: Params, query: Examples) -> Tensor:
         """Outer loss of adapted weights ``phi`` on the query set (always noise-free)."""

@@ -18,7 +18,6 @@ from torch.func import grad_and_value
 
 from mamlviz.core.episode import Episode
 from mamlviz.core.functional import Params, detach
-from mamlviz.core.inner import adapt
 from mamlviz.core.learner import Learner, zeros_like
 
 
@@ -27,16 +26,7 @@ def unrolled(learner: Learner, meta: Params, episode: Episode) -> tuple[Params, 
 
     def query_loss(meta: Params) -> Tensor:
         fast, frozen, rule_params = learner.split(meta)
-        phi = adapt(
-            learner.support_loss_fn(frozen),
-            fast,
-            episode.support,
-            learner.rule,
-            learner.inner_steps,
-            rule_params=rule_params,
-            first_order=learner.first_order,
-            inner_batch=learner.inner_batch,
-        )
+        phi = learner.inner_loop(fast, frozen, rule_params, episode.support)
         return learner.query_loss(phi, frozen, episode.query)
 
     return grad_and_value(query_loss)(meta)
@@ -50,15 +40,7 @@ def reptile(learner: Learner, meta: Params, episode: Episode) -> tuple[Params, T
     for monitoring only.
     """
     fast, frozen, rule_params = learner.split(detach(meta))
-    phi = adapt(
-        learner.support_loss_fn(frozen),
-        fast,
-        episode.support,
-        learner.rule,
-        learner.inner_steps,
-        rule_params=rule_params,
-        inner_batch=learner.inner_batch,
-    )
+    phi = learner.inner_loop(fast, frozen, rule_params, episode.support)
     grads = {**zeros_like(frozen), **zeros_like(rule_params)}
     grads.update({n: fast[n] - phi[n] for n in fast})
     return {n: grads[n] for n in meta}, learner.query_loss(detach(phi), frozen, episode.query)

@@ -30,7 +30,6 @@ from torch.func import grad
 
 from mamlviz.core.episode import Episode, Examples
 from mamlviz.core.functional import Params, detach
-from mamlviz.core.inner import adapt
 from mamlviz.core.learner import Learner
 from mamlviz.core.metagrad import reptile, unrolled
 
@@ -103,16 +102,7 @@ def meta_gradient(learner: Learner, meta: Params, episode: Episode) -> tuple[Par
 
     def total_query_loss(meta: Params) -> tuple[Tensor, Tensor]:
         fast, frozen, rule_params = stacked.split(stack(meta, tasks))
-        phi = adapt(
-            stacked.support_loss_fn(frozen),
-            fast,
-            episode.support,
-            stacked.rule,
-            stacked.inner_steps,
-            rule_params=rule_params,
-            first_order=stacked.first_order,
-            inner_batch=stacked.inner_batch,
-        )
+        phi = stacked.inner_loop(fast, frozen, rule_params, episode.support)
         losses = per_task_losses(net, {**phi, **frozen}, episode.query)
         return losses.sum(), losses.detach()
 
@@ -137,15 +127,7 @@ def accuracy_curves(learner: Learner, meta: Params, episode: Episode, steps: int
         curve.append(hits.mean(1))
 
     with torch.no_grad():  # torch.func.grad inside adapt still works; no outer graph
-        adapt(
-            sl.inner_objective(frozen, fast),
-            fast,
-            episode.support,
-            sl.rule,
-            steps,
-            rule_params=rule_params,
-            first_order=True,
-            inner_batch=sl.inner_batch,
-            record=record,
+        sl.inner_loop(
+            fast, frozen, rule_params, episode.support, steps=steps, first_order=True, record=record
         )
     return torch.stack(curve, dim=1)

@@ -14,7 +14,7 @@ BatchNorm uses the statistics of the set it sees (transductive, as in MAML).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -22,7 +22,7 @@ from torch import Tensor
 
 from mamlviz.core.episode import Episode
 from mamlviz.core.functional import Params, call
-from mamlviz.core.inner import Trajectory, adapt
+from mamlviz.core.inner import Trajectory
 from mamlviz.core.learner import Learner
 from mamlviz.errors import check_range
 from mamlviz.tasks import TaskDistribution
@@ -55,6 +55,7 @@ class OmniglotDemo:
     meta: Params
     inner_lr: float
     shots: int
+    inner_batch: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     tasks: TaskDistribution | None = None
 
@@ -63,8 +64,10 @@ class OmniglotDemo:
         return self.checkpoint.model
 
     def learner(self, inner_lr: float | None = None) -> Learner:
-        """The checkpoint's learner at ``inner_lr`` (default: the evaluation's)."""
-        return self.checkpoint.learner(inner_lr=self.inner_lr if inner_lr is None else inner_lr)
+        """The checkpoint's learner at ``inner_lr`` (default: the evaluation's), adapting on
+        the evaluation's support minibatches (``inner_batch``; None: the whole support)."""
+        learner = self.checkpoint.learner(inner_lr=self.inner_lr if inner_lr is None else inner_lr)
+        return replace(learner, inner_batch=self.inner_batch)
 
     def sample(self, seed: int = 0, shots: int | None = None, query_shots: int = 1) -> Episode:
         """One meta-test task (no task axis), drawn from ``seed``; ``shots`` defaults to the
@@ -84,13 +87,12 @@ class OmniglotDemo:
         fast, frozen, rule_params = learner.split(dict(self.meta))
         trajectory = Trajectory()
         with torch.no_grad():  # torch.func.grad inside adapt still works; no graph is kept
-            phi = adapt(
-                learner.inner_objective(frozen, fast),
+            phi = learner.inner_loop(
                 fast,
+                frozen,
+                rule_params,
                 episode.support,
-                learner.rule,
-                steps,
-                rule_params=rule_params,
+                steps=steps,
                 first_order=True,
                 record=trajectory.record,
             )
@@ -118,5 +120,6 @@ def load_demo(name_or_path: str | os.PathLike[str] = "omniglot-maml-5w1s") -> Om
         {n: w.detach() for n, w in loaded.meta.items()},
         float(inner_lr),
         int(settings["shots"]),
+        settings.get("inner_batch"),
         loaded.metadata,
     )

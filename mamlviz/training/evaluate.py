@@ -29,7 +29,6 @@ from tqdm.auto import tqdm
 from mamlviz.core import stacked
 from mamlviz.core.episode import Episode, Examples
 from mamlviz.core.functional import Params, call, detach
-from mamlviz.core.inner import adapt
 from mamlviz.core.learner import Learner
 from mamlviz.errors import check_range
 from mamlviz.tasks import TaskDistribution
@@ -122,15 +121,13 @@ def metric_curves(
 
     def one_task(ep: Episode) -> Tensor:
         curve: list[Tensor] = []
-        adapt(
-            learner.inner_objective(frozen, fast),
+        learner.inner_loop(
             fast,
+            frozen,
+            rule_params,
             ep.support,
-            learner.rule,
-            steps,
-            rule_params=rule_params,
+            steps=steps,
             first_order=True,  # no meta-gradient is taken here
-            inner_batch=learner.inner_batch,
             record=lambda k, phi, loss, grads: curve.append(
                 measure(learner, {**phi, **frozen}, ep.query)
             ),

@@ -13,7 +13,6 @@ import torch
 from matplotlib.figure import Figure
 
 from mamlviz.core.functional import Params
-from mamlviz.core.inner import adapt
 from mamlviz.core.learner import Learner
 from mamlviz.core.rules import RULE_PREFIX
 from mamlviz.course.viz.common import MAIN_CLASS, slider
@@ -116,7 +115,6 @@ def query_mse_after_adaptation(
     total = 0.0
     for i in range(tasks):
         task = episode.task(i)
-        phi = adapt(learner.support_loss_fn(frozen), fast, task.support, learner.rule,
-                    learner.inner_steps, rule_params=rule_params)  # fmt: skip
+        phi = learner.inner_loop(fast, frozen, rule_params, task.support)
         total += float(learner.query_loss(phi, frozen, task.query))
     return total / tasks
