@@ -26,13 +26,31 @@ def omniglot_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def omniglot_tasks(omniglot_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """The Omniglot sampler over the shared copy, with its own preprocessed cache."""
+def omniglot_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One preprocessed-image cache folder for the whole session (made on first load)."""
+    return tmp_path_factory.mktemp("omniglot_cache")
+
+
+@pytest.fixture(scope="session")
+def omniglot_tasks(omniglot_dir: Path, omniglot_cache: Path):
+    """The Omniglot sampler over the shared copy."""
     from mamlviz.tasks.omniglot import OmniglotTasks
     from mamlviz.tasks.omniglot_data import load_omniglot
 
-    cache = tmp_path_factory.mktemp("omniglot_cache")
-    return OmniglotTasks(load_omniglot(root=omniglot_dir, cache_dir=cache, progress=False))
+    return OmniglotTasks(load_omniglot(root=omniglot_dir, cache_dir=omniglot_cache, progress=False))
+
+
+@pytest.fixture
+def omniglot_env(omniglot_dir: Path, omniglot_cache: Path, monkeypatch: pytest.MonkeyPatch):
+    """The package pointed at the shared copy through the users' own mechanism
+    (``MAMLVIZ_OMNIGLOT``), with the session's cache; the problem's sampler is rebuilt."""
+    from mamlviz.training import omniglot_problem
+
+    monkeypatch.setenv("MAMLVIZ_OMNIGLOT", str(omniglot_dir))
+    monkeypatch.setenv("MAMLVIZ_CACHE", str(omniglot_cache))
+    omniglot_problem.omniglot_tasks.cache_clear()
+    yield
+    omniglot_problem.omniglot_tasks.cache_clear()
 
 
 @pytest.fixture(scope="module")

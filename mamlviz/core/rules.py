@@ -186,15 +186,21 @@ class Kronecker:
         return {}
 
     def precondition(self, name: str, g: torch.Tensor, rule_params: Params) -> torch.Tensor:
-        """``MC(g)`` for the parameter ``name``."""
-        factor = {r: rule_params.get(f"{RULE_PREFIX}mc_{r}.{name}") for r in ("out", "in", "f")}
-        roles = _kronecker_roles(g.shape)
-        if roles == ("vec",):
-            return rule_params[f"{RULE_PREFIX}mc_vec.{name}"] * g
-        if roles == ("out", "in"):
-            return factor["out"] @ g @ factor["in"]
-        g3 = g.reshape(g.shape[0], g.shape[1], -1)
-        mc = torch.einsum("po,oif,iq,fr->pqr", factor["out"], g3, factor["in"], factor["f"])
+        """``MC(g)`` for the parameter ``name``.
+
+        Which factors a parameter has decides the map, not ``g``'s rank, so ``g`` and the
+        factors may carry leading batch axes (the stacked path's task axis, [T, ...]).
+        """
+        vec = rule_params.get(f"{RULE_PREFIX}mc_vec.{name}")
+        if vec is not None:
+            return vec * g
+        m_out = rule_params[f"{RULE_PREFIX}mc_out.{name}"]
+        m_in = rule_params[f"{RULE_PREFIX}mc_in.{name}"]
+        m_f = rule_params.get(f"{RULE_PREFIX}mc_f.{name}")
+        if m_f is None:
+            return m_out @ g @ m_in
+        g3 = g.reshape(*g.shape[:-2], -1)  # [..., out, in, f]
+        mc = torch.einsum("...po,...oif,...iq,...fr->...pqr", m_out, g3, m_in, m_f)
         return mc.reshape(g.shape)
 
     def step(

@@ -71,3 +71,18 @@ def test_problem_is_registered_with_maml_defaults() -> None:
     assert r["options"] == {"inner_optimizer": "adam", "inner_batch": 10}
     want = {**problem.eval_defaults, "steps": 50, "inner_batch": 5}
     assert problem.eval_settings("reptile") == want
+
+
+@pytest.mark.parametrize("algorithm", ["metasgd", "metacurv"])
+def test_family_trains_on_omniglot_through_the_cli(algorithm: str, omniglot_env, tmp_path) -> None:
+    """``train --problem omniglot --algorithm metacurv`` once crashed on the stacked path."""
+    from mamlviz.cli import main
+    from mamlviz.training import checkpoint
+
+    out = tmp_path / f"{algorithm}.pt"
+    args = ["--problem", "omniglot", "--algorithm", algorithm, "--iterations", "2"]
+    assert main(["train", *args, "--meta-batch", "2", "--out", str(out), "--quiet"]) == 0
+    data = checkpoint.load(out)
+    assert data.metadata["iteration"] == 2 and data.metadata["algorithm"] == algorithm
+    rule = [n for n in data.tensors["meta"] if n.startswith("rule.")]
+    assert rule  # the learned rates / curvature factors are in the checkpoint
