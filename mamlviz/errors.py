@@ -14,6 +14,20 @@ class DivergenceError(FloatingPointError):
         super().__init__(f"diverged: loss is {kind} at {where} {step}, {hint}")
 
 
+class IndefiniteError(ValueError):
+    """iMAML's implicit system (1 + damping) I + H / lam was not positive definite on a task:
+    its solution is no meta-gradient, so it is refused rather than used."""
+
+    def __init__(self, tasks: int, total: int, curvature: float):
+        self.tasks, self.total, self.curvature = tasks, total, curvature
+        super().__init__(
+            f"implicit gradient refused: (1 + damping) I + H / lam is not positive definite on"
+            f" {tasks} of {total} tasks (smallest curvature seen {curvature:.3g} <= 0; the support"
+            " Hessian H has an eigenvalue below -lam (1 + damping)). Raise the option damping"
+            " (>= 0) or lam (> 0), or lower inner_lr so the inner loop stays near a minimum."
+        )
+
+
 def check_range(
     name: str,
     value: float,

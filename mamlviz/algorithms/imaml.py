@@ -4,6 +4,19 @@ The inner loop minimises the proximal objective L_support(phi) + lambda/2 ||phi 
 the meta-gradient is the implicit one, (I + H / lambda)^{-1} grad L_query(phi), solved by
 conjugate gradient with Hessian-vector products (:func:`mamlviz.core.implicit.implicit`), so
 memory does not grow with the number of inner steps.
+
+The formula holds where phi is a minimum of the proximal objective, i.e. where
+(1 + damping) I + H / lambda is positive definite; elsewhere CG's answer is no meta-gradient,
+and ``meta_gradient`` refuses the meta-batch (:class:`mamlviz.errors.IndefiniteError`). The row's
+default ``damping`` is 1 (the official code damps its operator too, (1 + cg_damping) v +
+Hv / (lambda + 10); REFERENCES.md 4.5), not the exact 0: a ReLU net's support Hessian is
+indefinite. Measured on sinusoids with ``scripts/implicit_definiteness.py`` (dense
+lambda_min(H) at phi): at the shipped ``sinusoid-imaml-10shot`` (lambda 10, 60 training tasks)
+lambda_min down to -28, the system indefinite on 5 / 3 / 3 / 0 tasks at damping 0 / 0.5 / 1 / 2;
+at a fresh init (``--fresh sinusoid``, 25 tasks, one inner step) with lambda 2 on 19 of 25
+tasks at damping 0 and still 8 at damping 8, with lambda 10 on 16 / 6 / 0 at damping 0 / 1 / 2.
+So the sinusoid problem trains iMAML with lambda 10 and damping 2
+(``mamlviz/training/problems.py``).
 """
 
 from __future__ import annotations
@@ -41,7 +54,7 @@ register(
         "Rajeswaran, Finn, Kakade & Levine 2019",
         imaml_rule,
         implicit,
-        defaults=(("lam", 2.0), ("cg_steps", 5), ("solver", "cg")),
+        defaults=(("lam", 2.0), ("cg_steps", 5), ("solver", "cg"), ("damping", 1.0)),
         prepare=prepare,
     )
 )

@@ -20,6 +20,7 @@ is kept across inner steps: memory does not grow with ``inner_steps`` (benchmark
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -63,22 +64,40 @@ def conjugate_gradient(matvec: Callable[[Params], Params], b: Params, steps: int
 
     A fixed number of steps and no data-dependent Python branches, so it runs under ``vmap``;
     a zero residual makes later steps exact no-ops instead of 0/0 (Hestenes & Stiefel 1952).
+    :func:`conjugate_gradient_checked` also says whether ``A`` was seen not to be SPD.
+    """
+    return conjugate_gradient_checked(matvec, b, steps)[0]
+
+
+def conjugate_gradient_checked(
+    matvec: Callable[[Params], Params], b: Params, steps: int
+) -> tuple[Params, Tensor]:
+    """:func:`conjugate_gradient`, and the smallest curvature ``p.Ap / p.p`` it met.
+
+    Each search direction p gives a Rayleigh quotient of A, which is >= the smallest eigenvalue
+    of A; a value <= 0 therefore proves that A is NOT positive definite, and CG's answer is then
+    meaningless (it steps along a direction of negative curvature, or stalls at 0/0). Directions
+    after convergence (p = 0) count as +inf.
     """
     check_range("cg_steps", steps, 1, integer=True)
     x = zeros_like(b)
     r = dict(b)
     p = dict(b)
     rs = tree_dot(r, r)
+    curvature = torch.full_like(rs, math.inf)
     for _ in range(steps):
         ap = matvec(p)
-        alpha = _safe_ratio(rs, tree_dot(p, ap))
+        pap, pp = tree_dot(p, ap), tree_dot(p, p)
+        quotient = torch.where(pp > 0, pap / torch.where(pp > 0, pp, torch.ones_like(pp)), math.inf)
+        curvature = torch.minimum(curvature, quotient)
+        alpha = _safe_ratio(rs, pap)
         x = {n: x[n] + alpha * p[n] for n in x}
         r = {n: r[n] - alpha * ap[n] for n in r}
         rs_new = tree_dot(r, r)
         beta = _safe_ratio(rs_new, rs)
         p = {n: r[n] + beta * p[n] for n in p}
         rs = rs_new
-    return x
+    return x, curvature
 
 
 def dense_solve(
@@ -91,10 +110,24 @@ def dense_solve(
 ) -> Params:
     """Exact ``((1 + damping) I + H/lam)^{-1} b`` with the full Hessian: for small models and
     for teaching."""
+    return dense_solve_checked(loss_fn, params, examples, b, lam, damping)[0]
+
+
+def dense_solve_checked(
+    loss_fn: LossFn,
+    params: Params,
+    examples: Examples,
+    b: Params,
+    lam: float,
+    damping: float = 0.0,
+) -> tuple[Params, Tensor]:
+    """:func:`dense_solve`, and the smallest eigenvalue of the system matrix (<= 0: not SPD)."""
     flat = flatten(params)
     h = hessian(lambda v: loss_fn(unflatten(v, params), examples))(flat)
     eye = torch.eye(flat.numel(), dtype=flat.dtype, device=flat.device)
-    return unflatten(torch.linalg.solve((1 + damping) * eye + h / lam, flatten(b)), params)
+    system = (1 + damping) * eye + h / lam
+    smallest = torch.linalg.eigvalsh((system + system.T) / 2)[0]
+    return unflatten(torch.linalg.solve(system, flatten(b)), params), smallest
 
 
 def implicit_options(options: dict) -> tuple[float, int, str, float]:
@@ -122,10 +155,15 @@ def implicit_matvec(
     return matvec
 
 
-def implicit(learner: Learner, meta: Params, episode: Episode) -> tuple[Params, Tensor]:
+def implicit(
+    learner: Learner, meta: Params, episode: Episode
+) -> tuple[Params, Tensor, dict[str, Tensor]]:
     """iMAML strategy: proximal inner loop, then the implicit meta-gradient for the fast weights.
 
     Frozen and rule parameters get zero gradient: the implicit formula covers only \theta.
+    The third output, ``{"curvature": c}``, is the smallest curvature of (1 + damping) I + H/lam
+    the solve saw (CG: along its search directions; dense: the smallest eigenvalue); the outer
+    step refuses a meta-batch on which it is <= 0 (:class:`mamlviz.errors.IndefiniteError`).
     """
     lam, cg_steps, solver, damping = implicit_options(learner.options)
     fast, frozen, rule_params = learner.split(detach(meta))
@@ -138,9 +176,11 @@ def implicit(learner: Learner, meta: Params, episode: Episode) -> tuple[Params, 
         phi
     )
     if solver == "dense":
-        g = dense_solve(support_loss, phi, episode.support, g_query, lam, damping)
+        g, curvature = dense_solve_checked(
+            support_loss, phi, episode.support, g_query, lam, damping
+        )
     else:
         matvec = implicit_matvec(support_loss, phi, episode.support, lam, damping)
-        g = conjugate_gradient(matvec, g_query, cg_steps)
+        g, curvature = conjugate_gradient_checked(matvec, g_query, cg_steps)
     grads = {**zeros_like(frozen), **zeros_like(rule_params), **g}
-    return {n: grads[n] for n in meta}, query_loss
+    return {n: grads[n] for n in meta}, query_loss, {"curvature": curvature}

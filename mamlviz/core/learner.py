@@ -27,11 +27,10 @@ from mamlviz.errors import check_range
 
 
 class Strategy(Protocol):
-    """Per-task meta-gradient: returns ``({name: grad} over all meta-params, query loss)``."""
+    """Per-task meta-gradient: returns ``({name: grad} over all meta-params, query loss)``, and
+    optionally a third item, diagnostics ``{name: scalar tensor}`` (iMAML: ``curvature``)."""
 
-    def __call__(
-        self, learner: Learner, meta: Params, episode: Episode
-    ) -> tuple[Params, Tensor]: ...
+    def __call__(self, learner: Learner, meta: Params, episode: Episode) -> tuple: ...
 
 
 def adapt_all(name: str) -> bool:

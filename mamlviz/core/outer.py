@@ -18,30 +18,61 @@ from torch.func import vmap
 from mamlviz.core.episode import Episode
 from mamlviz.core.functional import Params, detach
 from mamlviz.core.learner import Learner
-from mamlviz.errors import DivergenceError
+from mamlviz.errors import DivergenceError, IndefiniteError
+
+
+def _with_diagnostics(out: tuple) -> tuple[Params, Tensor, dict[str, Tensor]]:
+    return (out[0], out[1], out[2]) if len(out) == 3 else (out[0], out[1], {})
 
 
 def task_gradients(
     learner: Learner, meta: Params, episode: Episode, *, batched: bool = True
-) -> tuple[Params, Tensor]:
-    """Per-task meta-gradients stacked on a leading task axis, and per-task query losses."""
+) -> tuple[Params, Tensor, dict[str, Tensor]]:
+    """Per-task meta-gradients stacked on a leading task axis, per-task query losses, and the
+    strategy's per-task diagnostics (empty for most strategies)."""
+    check_episode(episode)
     if batched:
         # randomness="different": stochastic forwards (Meta-Dropout) draw fresh noise per task.
-        per_task = vmap(lambda ep: learner.strategy(learner, meta, ep), randomness="different")
+        per_task = vmap(
+            lambda ep: _with_diagnostics(learner.strategy(learner, meta, ep)),
+            randomness="different",
+        )
         return per_task(episode)
-    grads, losses = [], []
-    for i in range(episode.num_tasks):
-        g, loss = learner.strategy(learner, meta, episode.task(i))
-        grads.append(g)
-        losses.append(loss)
-    return {n: torch.stack([g[n] for g in grads]) for n in meta}, torch.stack(losses)
+    outs = [_with_diagnostics(learner.strategy(learner, meta, episode.task(i)))
+            for i in range(episode.num_tasks)]  # fmt: skip
+    grads = {n: torch.stack([o[0][n] for o in outs]) for n in meta}
+    diagnostics = {k: torch.stack([o[2][k] for o in outs]) for k in outs[0][2]}
+    return grads, torch.stack([o[1] for o in outs]), diagnostics
+
+
+def check_episode(episode: Episode) -> None:
+    """A meta-batch episode: ``x`` [tasks, examples, features...] (at least 3-D) and ``y``
+    [tasks, examples, ...] (at least 2-D), one task count for all four tensors."""
+    parts = {"support": episode.support, "query": episode.query}
+    ok = all(e.x.dim() >= 3 and e.y.dim() >= 2 and e.x.shape[:2] == e.y.shape[:2]
+             for e in parts.values())  # fmt: skip
+    ok = ok and episode.support.x.shape[0] == episode.query.x.shape[0]
+    if not ok:
+        shapes = {f"{k}.{a}": tuple(getattr(e, a).shape) for k, e in parts.items() for a in "xy"}
+        raise ValueError(
+            "episode must be a meta-batch: x [tasks, examples, features...] and y [tasks,"
+            f" examples, ...] with one task count; got {shapes}. For one task, add the task"
+            " axis: Episode(*(Examples(e.x[None], e.y[None]) for e in episode))"
+        )
 
 
 def meta_gradient(
     learner: Learner, meta: Params, episode: Episode, *, batched: bool = True
 ) -> tuple[Params, Tensor]:
-    """Meta-gradient averaged over the tasks of ``episode``, and the per-task query losses."""
-    grads, losses = task_gradients(learner, meta, episode, batched=batched)
+    """Meta-gradient averaged over the tasks of ``episode``, and the per-task query losses.
+
+    Raises :class:`IndefiniteError` where an implicit solve met non-positive curvature.
+    """
+    grads, losses, diagnostics = task_gradients(learner, meta, episode, batched=batched)
+    curvature = diagnostics.get("curvature")
+    if curvature is not None and bool((curvature <= 0).any()):
+        bad = int((curvature <= 0).sum())
+        raise IndefiniteError(bad, episode.num_tasks, float(curvature.min()))
     return {n: g.mean(0) for n, g in grads.items()}, losses
 
 

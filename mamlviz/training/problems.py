@@ -142,6 +142,10 @@ register_problem(
                 "reptile": _frozen(
                     dict(inner_lr=0.01, inner_steps=5, outer_lr=1.0, iterations=12_000)
                 ),
+                # iMAML: the sinusoid net's support Hessian is strongly indefinite (lambda_min
+                # down to -28), so lambda 10 with damping 2 keeps (1 + damping) I + H / lambda
+                # positive definite (mamlviz/algorithms/imaml.py says how it was measured).
+                "imaml": _frozen(dict(options={"lam": 10.0, "damping": 2.0})),
             }
         ),
         # Appendix C, Table 2: fine-tuned on K = 5 points, 600 tasks, 0..10 steps. 100 query

@@ -13,11 +13,22 @@ from torch.func import vmap
 from mamlviz.algorithms import make_learner
 from mamlviz.core.episode import Episode, Examples
 from mamlviz.core.functional import flatten, unflatten
-from mamlviz.core.implicit import conjugate_gradient, dense_solve, hvp, implicit, implicit_matvec
+from mamlviz.core.implicit import (
+    conjugate_gradient,
+    conjugate_gradient_checked,
+    dense_solve,
+    dense_solve_checked,
+    hvp,
+    implicit,
+    implicit_matvec,
+)
 from mamlviz.core.learner import Learner
 from mamlviz.core.metagrad import unrolled
 from mamlviz.core.outer import meta_gradient
 from mamlviz.core.rules import SGD
+from mamlviz.errors import IndefiniteError
+from mamlviz.models import MLP
+from mamlviz.tasks.sinusoid import SinusoidTasks
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -82,8 +93,12 @@ def test_quadratic_support_loss_gives_the_analytic_implicit_gradient(solver: str
         inner_steps=300,
         options={"lam": lam, "cg_steps": n, "solver": solver},
     )
-    g, loss = implicit(learner, {"theta": theta}, Episode(Examples(a, c), Examples(b, d)))
+    g, loss, info = implicit(learner, {"theta": theta}, Episode(Examples(a, c), Examples(b, d)))
     eye = torch.eye(n)
+    # SPD system: the curvature seen is a Rayleigh quotient of I + A/lam, above its smallest
+    # eigenvalue (equal to it for the dense solve)
+    smallest = float(torch.linalg.eigvalsh(eye + a / lam).min())
+    assert float(info["curvature"]) >= smallest - 1e-9 and smallest > 0
     phi = torch.linalg.solve(a + lam * eye, a @ c + lam * theta)
     expected = torch.linalg.solve(eye + a / lam, b @ (phi - d))
     torch.testing.assert_close(g["theta"], expected, rtol=1e-9, atol=1e-11)
@@ -112,10 +127,10 @@ def test_implicit_gradient_equals_unrolling_the_converged_proximal_loop(tiny_sin
     model = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1))
     task, lam = episode.task(0), 5.0
     learner = make_learner(
-        "imaml", model, "mse", inner_lr=0.05, inner_steps=400, lam=lam, solver="dense"
+        "imaml", model, "mse", inner_lr=0.05, inner_steps=400, lam=lam, solver="dense", damping=0.0
     )
     meta = learner.init_meta()
-    g, _ = implicit(learner, meta, task)
+    g, *_ = implicit(learner, meta, task)
 
     def proximal_unrolled(theta: dict) -> torch.Tensor:
         def prox(phi: dict, ex: Examples) -> torch.Tensor:
@@ -130,7 +145,9 @@ def test_implicit_gradient_equals_unrolling_the_converged_proximal_loop(tiny_sin
 
     reference = torch.func.grad(proximal_unrolled)(meta)
     torch.testing.assert_close(flatten(g), flatten(reference), rtol=1e-6, atol=1e-8)
-    cg = make_learner("imaml", model, "mse", inner_lr=0.05, inner_steps=400, lam=lam, cg_steps=40)
+    cg = make_learner(
+        "imaml", model, "mse", inner_lr=0.05, inner_steps=400, lam=lam, cg_steps=40, damping=0.0
+    )
     torch.testing.assert_close(
         flatten(implicit(cg, meta, task)[0]), flatten(g), rtol=1e-6, atol=1e-8
     )
@@ -139,7 +156,9 @@ def test_implicit_gradient_equals_unrolling_the_converged_proximal_loop(tiny_sin
 @pytest.mark.parametrize("solver", ["cg", "dense"])
 def test_vmap_path_equals_per_task_loop(tiny_sinusoid, solver: str) -> None:
     model, episode = tiny_sinusoid(hidden=(6, 6), seed=2, tasks=4)
-    learner = make_learner("imaml", model, "mse", inner_lr=0.05, inner_steps=10, solver=solver)
+    learner = make_learner(
+        "imaml", model, "mse", inner_lr=0.05, inner_steps=10, solver=solver, damping=1.0
+    )
     meta = learner.init_meta()
     gb, lb = meta_gradient(learner, meta, episode, batched=True)
     gl, ll = meta_gradient(learner, meta, episode, batched=False)
@@ -152,9 +171,11 @@ def test_large_lam_approaches_first_order_maml(tiny_sinusoid) -> None:
     """lam -> inf: phi -> theta and g -> grad L_query(theta), FOMAML with zero inner steps."""
     model, episode = tiny_sinusoid(hidden=(6, 6), tasks=3)
     task = episode.task(1)
-    learner = make_learner("imaml", model, "mse", inner_lr=1e-7, inner_steps=3, lam=1e7)
+    learner = make_learner(
+        "imaml", model, "mse", inner_lr=1e-7, inner_steps=3, lam=1e7, damping=0.0
+    )
     meta = learner.init_meta()
-    g, _ = implicit(learner, meta, task)
+    g, *_ = implicit(learner, meta, task)
     zero_steps = make_learner("maml", model, "mse", inner_lr=0.0, inner_steps=0)
     torch.testing.assert_close(
         flatten(g), flatten(unrolled(zero_steps, meta, task)[0]), rtol=1e-5, atol=1e-7
@@ -220,3 +241,77 @@ def test_imaml_adapts_on_the_proximal_objective_at_test_time_too(tiny_sinusoid) 
     got = imaml.inner_objective({}, theta)(phi, task.support)
     torch.testing.assert_close(got, support + 0.5 * 4.0 * distance)
     torch.testing.assert_close(maml.inner_objective({}, theta)(phi, task.support), support)
+
+
+def indefinite_quadratic(n: int = 4, shift: float = 3.0) -> torch.Tensor:
+    """A support Hessian with eigenvalues below -lam for lam = 2: I + H/lam is indefinite."""
+    return spd(n, 5) - shift * torch.eye(n)
+
+
+def test_cg_reports_negative_curvature_on_an_indefinite_system() -> None:
+    n, lam = 4, 2.0
+    a = indefinite_quadratic(n)
+    system = torch.eye(n) + a / lam
+    assert torch.linalg.eigvalsh(system).min() < 0
+    b = {"theta": torch.linalg.eigh(system).eigenvectors[:, 0] + 0.1}  # sees the bad direction
+    params, ex = {"theta": torch.zeros(n)}, Examples(a, torch.zeros(n))
+    x, curvature = conjugate_gradient_checked(implicit_matvec(quadratic, params, ex, lam), b, n)
+    assert float(curvature) <= 0
+    # ... and never on an SPD one (the damped system), where CG equals the exact solve
+    damped = implicit_matvec(quadratic, params, ex, lam, damping=1.5)
+    x, curvature = conjugate_gradient_checked(damped, b, n)
+    assert float(curvature) > 0
+    want = torch.linalg.solve(2.5 * torch.eye(n) + a / lam, b["theta"])
+    torch.testing.assert_close(x["theta"], want)
+    _, smallest = dense_solve_checked(quadratic, params, ex, b, lam)
+    torch.testing.assert_close(smallest, torch.linalg.eigvalsh(system).min())
+
+
+@pytest.mark.parametrize("solver", ["cg", "dense"])
+@pytest.mark.parametrize("batched", [True, False])
+def test_meta_gradient_refuses_an_indefinite_implicit_system(solver: str, batched: bool) -> None:
+    """Before: CG returned a wrong answer undetected. Now the meta-batch is refused, naming the
+    tasks and what to change; with enough damping the same meta-batch goes through."""
+    n, lam, tasks = 4, 2.0, 3
+    a = indefinite_quadratic(n).expand(tasks, n, n).clone()
+    a[1] = spd(n, 6)  # task 1 is fine; tasks 0 and 2 are indefinite
+    gen = torch.Generator().manual_seed(4)
+    c, d = torch.randn(tasks, n, generator=gen), torch.randn(tasks, n, generator=gen)
+    episode = Episode(Examples(a, c), Examples(spd(n, 2).expand(tasks, n, n), d))
+
+    def learner(damping: float) -> Learner:
+        return Learner(
+            model=nn.Identity(),
+            loss=quadratic,
+            rule=SGD(0.01),
+            strategy=implicit,
+            inner_steps=1,  # a non-stationary phi; the system is indefinite whatever phi is
+            options={"lam": lam, "cg_steps": n, "solver": solver, "damping": damping},
+        )
+
+    theta = {"theta": torch.zeros(n)}
+    with pytest.raises(IndefiniteError, match=r"on 2 of 3 tasks.*damping"):
+        meta_gradient(learner(0.0), theta, episode, batched=batched)
+    grads, _ = meta_gradient(learner(2.0), theta, episode, batched=batched)
+    assert torch.isfinite(grads["theta"]).all()
+
+
+def test_default_damping_and_the_sinusoid_settings_are_positive_definite_at_init() -> None:
+    """The defaults the docstrings justify: the row damps by 1; the sinusoid problem trains
+    iMAML with lam 10 and damping 2, where a fresh init's 25-task meta-batch goes through,
+    while the paper's lam 2 undamped is refused there."""
+    from mamlviz.training.config import TrainConfig, build
+
+    model = MLP(1, (4,), 1)
+    assert make_learner("imaml", model, "mse", inner_lr=0.1, inner_steps=1).options["damping"] == 1
+    config = TrainConfig.for_problem("sinusoid", "imaml", dtype="float64")
+    assert config.options == {"lam": 10.0, "damping": 2.0}
+    learner, meta = build(config)
+    episode = SinusoidTasks().sample(torch.Generator().manual_seed(0), 10, 10, 25, torch.float64)
+    grads, _ = meta_gradient(learner, meta, episode)
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    undamped = make_learner(
+        "imaml", learner.model, "mse", inner_lr=0.01, inner_steps=1, lam=2.0, damping=0.0
+    )
+    with pytest.raises(IndefiniteError, match="damping"):
+        meta_gradient(undamped, meta, episode)

@@ -13,7 +13,7 @@ from mamlviz.core.functional import flatten, make_loss, params_of, unflatten
 from mamlviz.core.inner import Trajectory, adapt
 from mamlviz.core.learner import Learner
 from mamlviz.core.metagrad import reptile, unrolled
-from mamlviz.core.outer import meta_gradient
+from mamlviz.core.outer import meta_gradient, task_gradients
 from mamlviz.core.rules import SGD
 
 pytestmark = pytest.mark.usefixtures("float64")
@@ -223,3 +223,17 @@ def test_clipped_sgd_step_by_hand_and_under_vmap() -> None:
     torch.testing.assert_close(batched["a"][1], clipped["a"])  # same norm after clipping
     with pytest.raises(ValueError, match="max_norm"):
         SGD(0.1, max_norm=0.0)
+
+
+def test_meta_gradient_refuses_an_episode_without_the_task_axis(tiny_sinusoid) -> None:
+    """One task passed where a meta-batch is expected once gave an 86 % wrong answer."""
+    model, episode = tiny_sinusoid(shots=5, query_shots=5)
+    learner = make_learner("maml", model, "mse", inner_lr=0.05, inner_steps=1)
+    with pytest.raises(ValueError, match=r"episode must be a meta-batch.*x\[None\]"):
+        meta_gradient(learner, learner.init_meta(), episode.task(0))
+    one = Episode(*(Examples(e.x[None], e.y[None]) for e in episode.task(0)))
+    grads, losses = meta_gradient(learner, learner.init_meta(), one)
+    per_task, _, _ = task_gradients(learner, learner.init_meta(), episode)
+    assert losses.shape == (1,)
+    for n, g in grads.items():
+        torch.testing.assert_close(g, per_task[n][0], rtol=1e-12, atol=1e-14)
