@@ -101,6 +101,38 @@ def test_imports_mamlviz(path: Path) -> None:
     assert "mamlviz" in imported
 
 
+def private_imports(source: str) -> list[str]:
+    """Modules of mamlviz imported by ``source`` other than the public ``mamlviz`` (its
+    ``__all__``) and ``mamlviz.course`` (what the chapters are built on)."""
+    found = []
+    for node in ast.walk(parse(source)):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        for name in names:
+            public = (
+                name == "mamlviz" or name == "mamlviz.course" or name.startswith("mamlviz.course.")
+            )
+            if name.startswith("mamlviz") and not public:
+                found.append(name)
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_imports_only_the_public_surface(path: Path) -> None:
+    private = [m for source in code_cells(load(path)) for m in private_imports(source)]
+    assert not private, f"import these from mamlviz or mamlviz.course instead: {private}"
+
+
+def test_the_public_surface_check_catches_a_private_import() -> None:
+    source = (
+        "import mamlviz\nfrom mamlviz.core.inner import adapt\nfrom mamlviz.course import viz\n"
+    )
+    assert private_imports(source) == ["mamlviz.core.inner"]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_never_redefines_package_code(path: Path) -> None:
     ours = package_names()
