@@ -100,9 +100,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         options=_options(args.option),
         progress=not args.quiet,
     )
-    if args.write:
+    diverged = result.divergence()
+    if args.write and not diverged:
         checkpoint.update_metadata(loaded.path, evaluation=result.to_dict())
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
+    if diverged:  # the table shows the NaN rows; the exit code and stderr say why
+        written = "; nothing was written" if args.write else ""
+        print(f"mamlviz evaluate: error: {diverged}{written}", file=sys.stderr)
+        return 2
     return 0
 
 

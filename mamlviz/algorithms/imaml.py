@@ -56,5 +56,13 @@ register(
         implicit,
         defaults=(("lam", 2.0), ("cg_steps", 5), ("solver", "cg"), ("damping", 1.0)),
         prepare=prepare,
+        options=(
+            ("lam", "proximal strength lambda > 0; default 2"),
+            ("cg_steps", "conjugate-gradient steps, an integer >= 1; default 5"),
+            ("solver", "cg or dense (exact, small models); default cg"),
+            ("damping", "delta >= 0 in ((1 + delta) I + H / lambda); default 1"),
+            ("inner_optimizer", "sgd or adam; default sgd"),
+            ("max_norm", "clip each inner gradient to this global norm > 0; default off"),
+        ),
     )
 )

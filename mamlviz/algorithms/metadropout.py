@@ -93,5 +93,9 @@ register(
         unrolled,
         defaults=(("noise", "sample"), ("samples", 1)),
         prepare=prepare,
+        options=(
+            ("noise", "sample, mean or off (off: exactly MAML); default sample"),
+            ("samples", "noise draws averaged in the support loss, an integer >= 1; default 1"),
+        ),
     )
 )

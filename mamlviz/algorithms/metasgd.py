@@ -18,4 +18,13 @@ def per_param(inner_lr: float, **_: Any) -> InnerRule:
     return PerParamLR(inner_lr)
 
 
-register(AlgorithmSpec("metasgd", "Meta-SGD", "Li, Zhou, Chen & Li 2017", per_param, unrolled))
+register(
+    AlgorithmSpec(
+        "metasgd",
+        "Meta-SGD",
+        "Li, Zhou, Chen & Li 2017",
+        per_param,
+        unrolled,
+        uses_inner_lr=False,  # the learned alpha; inner_lr only initialises it
+    )
+)

@@ -10,7 +10,8 @@ registry never imports its rows and no module imports back up.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,32 @@ class AlgorithmSpec:
     # a model with a noise net, a noisy support loss, which params adapt): (learner, loss) ->
     # learner.
     prepare: Callable[[Learner, str], Learner] | None = None
+    # The --option keys this algorithm reads, each with its allowed values and default (the
+    # help text of `train --help`); every algorithm also reads ``inner_batch``.
+    options: tuple[tuple[str, str], ...] = ()
+    # False where the inner step sizes are learned (Meta-SGD): inner_lr is then only their
+    # initial value, and an evaluation-time inner_lr would be ignored, so it is refused.
+    uses_inner_lr: bool = True
+
+    def known_options(self) -> dict[str, str]:
+        """Option key -> allowed values and default."""
+        return {**dict(self.options), "inner_batch": INNER_BATCH}
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Refuse option keys this algorithm does not read, naming the known keys and the
+        closest one (a misspelt ``lamda=10`` would otherwise train with the default lam)."""
+        known = self.known_options()
+        for key in options:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(
+                    f"unknown option {key!r} for {self.name}{hint}; its options are: "
+                    + "; ".join(f"{k} ({v})" for k, v in known.items())
+                )
+
+
+INNER_BATCH = "support examples per inner step, an integer >= 1; default: the whole support"
 
 
 def sgd(inner_lr: float, **_: Any) -> InnerRule:
@@ -83,6 +110,7 @@ def make_learner(
 ) -> Learner:
     """Build the ``Learner`` of a registered algorithm for ``model`` with loss ``loss``."""
     spec = get_algorithm(algorithm)
+    spec.check_options(options)
     check_range("inner_lr", inner_lr, 0.0)
     check_range("inner_steps", inner_steps, 0, integer=True)
     opts = {**dict(spec.defaults), **options}

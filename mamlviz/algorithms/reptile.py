@@ -11,6 +11,12 @@ from mamlviz.core.metagrad import reptile
 
 register(
     AlgorithmSpec(
-        "reptile", "Reptile", "Nichol, Achiam & Schulman 2018", sgd_or_adam, reptile, outer="sgd"
+        "reptile",
+        "Reptile",
+        "Nichol, Achiam & Schulman 2018",
+        sgd_or_adam,
+        reptile,
+        outer="sgd",
+        options=(("inner_optimizer", "sgd or adam; default sgd (Omniglot's paper default: adam)"),),
     )
 )

@@ -12,7 +12,7 @@ algorithm it serves:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 
@@ -117,7 +117,8 @@ class PerParamLR:
     it is exactly MAML's SGD rule (tested).
     """
 
-    inner_lr: float
+    inner_lr: float  # alpha's initial value only
+    learned_lr: ClassVar[bool] = True  # the step sizes in use are alpha, not inner_lr
 
     def __post_init__(self) -> None:
         check_range("inner_lr", self.inner_lr, 0.0)

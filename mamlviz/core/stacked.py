@@ -123,8 +123,9 @@ def accuracy_curves(learner: Learner, meta: Params, episode: Episode, steps: int
 
     def record(k: int, phi: Params, loss: Tensor, grads: Params) -> None:
         logits = stacked_logits(net, {**phi, **frozen}, episode.query.x)
-        hits = (logits.argmax(-1) == episode.query.y).to(logits.dtype)
-        curve.append(hits.mean(1))
+        hits = (logits.argmax(-1) == episode.query.y).to(logits.dtype).mean(1)
+        finite = torch.isfinite(logits).flatten(1).all(1)  # a diverged task is NaN, not chance
+        curve.append(torch.where(finite, hits, torch.nan))
 
     with torch.no_grad():  # torch.func.grad inside adapt still works; no outer graph
         sl.inner_loop(

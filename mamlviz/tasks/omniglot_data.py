@@ -309,9 +309,34 @@ def _to_arrays(arrays: dict[str, np.ndarray]) -> OmniglotArrays:
     )
 
 
-def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def _fingerprint(sources: dict[str, Path]) -> dict[str, Any]:
+    """Where the raw data came from: each part's resolved path, size and modification time."""
+    out = {}
+    for part, path in sorted(sources.items()):
+        st = path.stat()
+        size = st.st_size if path.is_file() else None
+        out[part] = {"path": str(path.resolve()), "size": size, "mtime_ns": st.st_mtime_ns}
+    return out
+
+
+_UNREADABLE = object()
+
+
+def _cached_source(path: Path) -> Any:
+    """The source fingerprint stored in a cache file (None if it records none), or
+    ``_UNREADABLE``: then the full load reports the damage instead of rebuilding over it."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+        return meta.get("source") if isinstance(meta, dict) else _UNREADABLE
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+        return _UNREADABLE
+
+
+def _save_cache(path: Path, arrays: dict[str, np.ndarray], source: Any = None) -> None:
     meta = {
         "format_version": FORMAT_VERSION,
+        "source": source,
         "sha256": _digest(arrays),  # of images, background, alphabets, characters, in that order
         "order": "background then evaluation; alphabets, characters, drawings sorted by name",
         "pixels": "105x105 PNG -> greyscale -> PIL LANCZOS 28x28 -> 255 - value (ink high)",
@@ -399,9 +424,15 @@ def load_omniglot(
     if root_path is not None and not root_path.is_dir():
         raise FileNotFoundError(f"Omniglot root {root_path} is not a folder")
     cache = folder / CACHE_NAME
-    if cache.exists():
-        return _load_cache(cache)
-    sources = _locate(root_path, folder, download, progress)
+    if root_path is None:
+        if cache.exists():
+            return _load_cache(cache)
+        sources = _locate(root_path, folder, download, progress)
+    else:  # an explicit folder wins: the cache serves it only if it was made from it
+        sources = _locate(root_path, folder, download, progress)
+        stored = _cached_source(cache) if cache.exists() else None
+        if stored is _UNREADABLE or (stored is not None and stored == _fingerprint(sources)):
+            return _load_cache(cache)  # verified; a damaged cache is reported, not rebuilt
     classes = [(p, *entry) for p in PARTS for entry in _index(sources[p], p)]
     # Jobs of up to 32 characters of one part: small enough for a smooth progress bar.
     jobs = []
@@ -417,7 +448,7 @@ def load_omniglot(
         "characters": np.array([c for _, _, c, _ in classes]),
     }
     try:
-        _save_cache(cache, arrays)
+        _save_cache(cache, arrays, _fingerprint(sources))
     except OSError as err:  # e.g. a read-only home: still usable, just not cached
         warnings.warn(f"could not write the Omniglot cache {cache}: {err}", stacklevel=2)
     return _to_arrays(arrays)

@@ -60,7 +60,8 @@ class TrainConfig:
         for key, value in self.options.items():
             if not isinstance(value, str | int | float | bool):
                 raise ValueError(f"option {key} must be a str, int, float or bool, got {value!r}")
-        spec.make_rule(self.inner_lr, **self.options)  # rejects bad options (inner_optimizer)
+        spec.check_options(self.options)
+        spec.make_rule(self.inner_lr, **self.options)  # rejects bad values (inner_optimizer)
 
     @classmethod
     def for_problem(cls, problem: str, algorithm: str, **overrides: Any) -> TrainConfig:

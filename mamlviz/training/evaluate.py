@@ -26,6 +26,7 @@ from torch import Tensor
 from torch.func import vmap
 from tqdm.auto import tqdm
 
+from mamlviz.algorithms import get_algorithm
 from mamlviz.core import stacked
 from mamlviz.core.episode import Episode, Examples
 from mamlviz.core.functional import Params, call, detach
@@ -50,9 +51,24 @@ class Evaluation:
     tasks: int
     seed: int
     inner_lr: float | None  # None for rules without one scalar step size
-    # Per-step median over tasks: robust to the rare task on which fine-tuning diverges.
+    # Per-step median over tasks: robust to the rare task on which fine-tuning runs far off
+    # (a task whose metric is non-finite makes it NaN, like the mean: never folded in).
     median: list[float] | None = None
     inner_batch: int | None = None  # support minibatch per step (None: the whole support)
+    # Per step, how many tasks' loss or logits were non-finite (None: stored before counting).
+    diverged: list[int] | None = None
+
+    def divergence(self) -> str | None:
+        """What to say when some tasks diverged, or None."""
+        if not self.diverged or not any(self.diverged):
+            return None
+        first = next(k for k, n in enumerate(self.diverged) if n)
+        return (
+            f"diverged on {max(self.diverged)} of {self.tasks} tasks (non-finite from inner step"
+            f" {first}): lower --inner-lr (gradient descent on a task is stable below about"
+            " 2 / lambda_max, lambda_max the largest eigenvalue of its support-loss Hessian;"
+            " scripts/sharpness.py measures it)"
+        )
 
     @property
     def steps(self) -> int:
@@ -79,7 +95,8 @@ class Evaluation:
             f"  k={k:>2}  {m:10.4f} +- {c:<10.4f} median {md:.4f}"
             for k, ((m, c), md) in enumerate(zip(self.zipped(), median, strict=True))
         ]
-        return "\n".join([head, *rows])
+        note = self.divergence()
+        return "\n".join([head, *rows, *([f"  {note}"] if note else [])])
 
     def zipped(self) -> list[tuple[float, float]]:
         return list(zip(self.mean, self.ci95, strict=True))
@@ -91,9 +108,11 @@ def mse(learner: Learner, params: Params, examples: Examples) -> Tensor:
 
 
 def accuracy(learner: Learner, params: Params, examples: Examples) -> Tensor:
-    """Fraction of ``examples`` whose arg-max logit is the label."""
+    """Fraction of ``examples`` whose arg-max logit is the label; NaN where a logit is not
+    finite (a diverged task is reported as such, never scored as chance)."""
     logits = call(learner.model, params, examples.x)
-    return (logits.argmax(-1) == examples.y).to(logits.dtype).mean()
+    hits = (logits.argmax(-1) == examples.y).to(logits.dtype).mean()
+    return torch.where(torch.isfinite(logits).all(), hits, torch.nan)
 
 
 METRICS = {"mse": mse, "accuracy": accuracy}
@@ -190,11 +209,25 @@ def evaluate(
             curves.append(metric_curves(learner, meta, part, steps, metric))
     values = torch.cat(curves)
     mean, ci = summarize(values)
-    median = values.double().nanmedian(0).values.tolist()
+    finite = torch.isfinite(values)
+    median = values.double().nanmedian(0).values
+    median = torch.where(finite.all(0), median, torch.nan).tolist()
+    diverged = (~finite).sum(0).tolist()
     inner_lr = getattr(learner.rule, "inner_lr", None)
-    inner_lr = None if inner_lr is None else float(inner_lr)
+    learned = getattr(learner.rule, "learned_lr", False)  # Meta-SGD: the rates are alpha
+    inner_lr = None if inner_lr is None or learned else float(inner_lr)
     return Evaluation(
-        metric, mean, ci, shots, query_shots, tasks, seed, inner_lr, median, learner.inner_batch
+        metric,
+        mean,
+        ci,
+        shots,
+        query_shots,
+        tasks,
+        seed,
+        inner_lr,
+        median,
+        learner.inner_batch,
+        diverged,
     )
 
 
@@ -226,6 +259,13 @@ def evaluate_checkpoint(
     ``EVAL_SEED``.
     """
     problem = get_problem(checkpoint.config.problem)
+    spec = get_algorithm(checkpoint.config.algorithm)
+    if inner_lr is not None and not spec.uses_inner_lr:
+        raise ValueError(
+            f"--inner-lr does not apply to {spec.name}: its inner step sizes are learned"
+            " (alpha, stored in the checkpoint) and inner_lr only initialised them; drop"
+            " --inner-lr (to study other step sizes, scale alpha in the Python API)"
+        )
     settings = checkpoint_settings(
         checkpoint,
         shots=shots,

@@ -26,6 +26,7 @@ from mamlviz.tasks.omniglot_data import (
     URLS,
     OmniglotArrays,
     OmniglotDataError,
+    _cached_source,
     default_omniglot_root,
     download_file,
     load_omniglot,
@@ -162,6 +163,29 @@ def test_unpacked_folder_is_validated(omniglot_dir: Path, tmp_path: Path) -> Non
 def test_root_without_zips_names_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"images_background\.zip .*images_evaluation"):
         load_omniglot(root=tmp_path, cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_an_explicit_folder_wins_over_a_cache_made_from_another(
+    loaded: Loaded, omniglot_dir: Path, tmp_path: Path
+) -> None:
+    """The cache once served whatever it held, whichever folder was given."""
+    cache_dir = tmp_path / "cache"
+    (cache_dir / "omniglot").mkdir(parents=True)
+    cache = cache_dir / "omniglot" / CACHE_NAME
+    cache.write_bytes((loaded.cache_dir / "omniglot" / CACHE_NAME).read_bytes())
+    other = tmp_path / "other"
+    other.mkdir()
+    for part in ("images_background.zip", "images_evaluation.zip"):
+        (other / part).write_bytes((omniglot_dir / part).read_bytes())
+    made = cache.stat().st_mtime_ns
+    load_omniglot(cache_dir=cache_dir, progress=False)  # no folder given: the cache serves
+    assert cache.stat().st_mtime_ns == made
+    arrays = load_omniglot(root=other, cache_dir=cache_dir, progress=False)  # rebuilt from it
+    source = _cached_source(cache)
+    assert source["images_background"]["path"] == str((other / "images_background.zip").resolve())
+    assert torch.equal(arrays.images, loaded.arrays.images)  # same images, another folder
+    load_omniglot(root=other, cache_dir=cache_dir, progress=False)  # now the cache serves it
+    assert _cached_source(cache) == source
 
 
 # ---------------------------------------------------------------- broken cache files
