@@ -4,7 +4,14 @@
     python -m mamlviz evaluate sinusoid-maml --json
     python -m mamlviz bench --suite sinusoid --quick
 
-Bad arguments print one line naming the argument and its allowed range, and exit with code 2.
+One error policy, in :func:`main`, and no traceback for a user:
+
+* our errors (a bad argument, a damaged checkpoint or data file, a divergence) print
+  ``mamlviz <command>: error: <what, the allowed range, what to do>`` and exit 2;
+* the operating system's (a missing, read-only or full folder) print one line naming the path
+  and exit 1; running out of memory says what to lower, exit 1;
+* Ctrl-C during training says where it stopped and what was saved, exit 130;
+* anything else prints one line and "run with --debug for the traceback", exit 1.
 """
 
 from __future__ import annotations
@@ -12,14 +19,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import re
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mamlviz.errors import check_range
+from mamlviz.errors import Interrupted, MamlvizError, check_range
 
 TRAIN_FIELDS = (
     "inner_lr",
@@ -57,8 +66,34 @@ def _options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
+def _writable(out: Path, flag: str = "--out") -> None:
+    """Refuse an output path we could not write, before any work starts."""
+    if out.is_dir():
+        raise ValueError(f"{flag} {out} is a folder: name a file, e.g. {out / 'run.pt'}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out.parent):  # raises PermissionError / OSError (disk full)
+        pass
+
+
+def _complete(out: Path, config: Any) -> bool:
+    """Whether ``out`` already holds this exact run, finished (a re-run then trains nothing)."""
+    from dataclasses import replace
+
+    from mamlviz.training import checkpoint
+    from mamlviz.training.config import TrainConfig
+
+    if not out.exists():
+        return False
+    saved = checkpoint.load(out).metadata
+    same = TrainConfig.from_dict(saved["config"]) == replace(
+        config, checkpoint_every=saved["config"]["checkpoint_every"]
+    )
+    return same and saved.get("iteration") == config.iterations
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from mamlviz.training.train import TrainConfig, fit
+    from mamlviz.training.config import TrainConfig
+    from mamlviz.training.train import fit
 
     check_range("--threads", args.threads, 1, integer=True)
     torch.set_num_threads(args.threads)
@@ -71,6 +106,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.resume:
         raise ValueError(f"--out {out} exists: pass --resume to continue it, or remove it")
+    _writable(out)
+    if args.resume and _complete(out, config):
+        print(f"already complete: {out} holds all {config.iterations} iterations; nothing to do")
+        return 0
     command = shlex.join(["python", "-m", "mamlviz", *args.argv])
     _, history = fit(config, out, resume=args.resume, progress=not args.quiet, command=command)
     print(f"trained {config.algorithm} on {config.problem}: {len(history)} iterations -> {out}")
@@ -114,10 +153,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from mamlviz.training import hub
 
-    hub.export(
-        args.run, args.out, history_every=args.history_every, snapshot_every=args.snapshot_every
+    out = Path(args.out)
+    _writable(out)
+    check_range("--history-every", args.history_every, 1, integer=True)
+    check_range("--snapshot-every", args.snapshot_every, 1, integer=True)
+    hub.export(args.run, out, history_every=args.history_every, snapshot_every=args.snapshot_every)
+    size = out.stat().st_size / 2**20
+    print(
+        f"exported {args.run} -> {out} ({size:.2f} MiB: meta-parameters, history every"
+        f" {args.history_every}th iteration, snapshots every {args.snapshot_every}th;"
+        " not resumable)"
     )
-    print(f"exported {args.run} -> {args.out}")
     return 0
 
 
@@ -140,80 +186,223 @@ def cmd_list(args: argparse.Namespace) -> int:
     from mamlviz.training import hub
     from mamlviz.training.problems import available_problems
 
+    if args.json:
+        algorithms = {
+            name: {"title": s.title, "paper": s.paper, "options": s.known_options()}
+            for name, s in sorted(ALGORITHMS.items())
+        }
+        listing = {
+            "problems": available_problems(),
+            "algorithms": algorithms,
+            "shipped": hub.available(),
+        }
+        print(json.dumps(listing, indent=2))
+        return 0
     print("problems:   " + ", ".join(available_problems()))
     print("algorithms: " + ", ".join(sorted(ALGORITHMS)))
     print("shipped:    " + ", ".join(hub.available()))
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mamlviz", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
+TRAIN_HELP = {
+    "inner_lr": "inner-loop step size, >= 0",
+    "inner_steps": "inner steps per task in meta-training, an integer >= 1 (0: pretrained only)",
+    "shots": "support examples per class (sinusoid: per task), an integer >= 1",
+    "query_shots": "query examples per class (sinusoid: per task), an integer >= 1",
+    "meta_batch": "tasks per meta-iteration, an integer >= 1",
+    "outer_lr": "outer step size, > 0 (Adam; Reptile: its interpolation step, annealed to 0)",
+    "iterations": "meta-iterations, an integer >= 1",
+    "seed": "seed of the init, the tasks and the noise, an integer >= 0",
+    "checkpoint_every": "iterations between checkpoints, an integer >= 1",
+    "snapshot_every": "iterations between weight snapshots in the history, an integer >= 1",
+}
 
+EPILOGS = {
+    "train": """examples:
+  python -m mamlviz train --problem sinusoid --algorithm maml --out runs/maml.pt --resume
+  python -m mamlviz train --problem omniglot --algorithm metasgd --out runs/metasgd.pt --resume
+  python -m mamlviz train --problem sinusoid --algorithm imaml --option lam=10 --out runs/i.pt""",
+    "evaluate": """examples:
+  python -m mamlviz evaluate sinusoid-maml                 # the stored protocol of a shipped row
+  python -m mamlviz evaluate runs/maml.pt --shots 10 --steps 1 --json
+  python -m mamlviz evaluate sinusoid-metadropout-10shot --option samples=30""",
+    "export": """example:
+  python -m mamlviz export runs/maml.pt --out mamlviz/checkpoints/sinusoid-maml.pt""",
+    "bench": """examples:
+  python -m mamlviz bench --suite sinusoid --json
+  python -m mamlviz bench --suite imaml""",
+    "list": """examples:
+  python -m mamlviz list
+  python -m mamlviz list --json""",
+}
+
+
+def _defaults_text() -> str:
+    """Each problem's paper defaults for the train flags, for --help."""
+    from mamlviz.training.problems import get_problem
+
+    lines = []
+    for name in ("sinusoid", "omniglot"):
+        d = get_problem(name).defaults("maml")
+        lines.append(f"  {name}: " + ", ".join(f"{k} {d[k]:g}" for k in TRAIN_FIELDS if k in d))
+    return (
+        "defaults (MAML's paper settings; per-algorithm overrides in training/problems.py):\n"
+        + ("\n".join(lines))
+    )
+
+
+def parser() -> argparse.ArgumentParser:
     from mamlviz.algorithms import ALGORITHMS
+    from mamlviz.benchmarks import suites
     from mamlviz.training.problems import available_problems
 
-    rows = "; ".join(f"{n} ({s.title}, {s.paper})" for n, s in sorted(ALGORITHMS.items()))
-    t = sub.add_parser("train", help="meta-train and checkpoint")
+    raw = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(
+        prog="python -m mamlviz",
+        description=__doc__.split("\n")[0],
+        epilog="add --debug to any command to see a traceback instead of the one-line error",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    rows = "\n".join(
+        f"  {n:<12} {s.title} ({s.paper})"
+        + "".join(f"\n      --option {k}=...  {v}" for k, v in s.known_options().items())
+        for n, s in sorted(ALGORITHMS.items())
+    )
+    t = sub.add_parser(
+        "train",
+        help="meta-train and checkpoint",
+        formatter_class=raw,
+        description="algorithms and their --option keys:\n" + rows + "\n\n" + _defaults_text(),
+        epilog=EPILOGS["train"],
+    )
     t.add_argument(
         "--problem", default="sinusoid", help="one of: " + ", ".join(available_problems())
     )
-    t.add_argument("--algorithm", default="maml", help=f"one of: {rows}")
+    t.add_argument("--algorithm", default="maml", help="one of the algorithms above (default maml)")
     for name in TRAIN_FIELDS:
         kind = float if name.endswith("_lr") else int
-        t.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
-    t.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
-    t.add_argument("--dtype", default="float32")
-    t.add_argument("--out", required=True)
+        help_text = TRAIN_HELP[name] + "; default: the problem's (above)"
+        t.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=help_text)
+    t.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE",
+        help="an algorithm option (see above), repeatable",
+    )  # fmt: skip
+    t.add_argument("--dtype", default="float32", help="float32 (default) or float64")
+    t.add_argument("--out", required=True, help="the checkpoint file to write")
     t.add_argument("--resume", action="store_true", help="continue --out if it exists")
     t.add_argument("--init", default=None, help="start from this checkpoint's meta-parameters")
-    t.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    t.add_argument("--threads", type=int, default=1, help="torch threads, >= 1 (default 1)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(handler=cmd_train)
 
-    e = sub.add_parser("evaluate", help="MAML-paper evaluation of a checkpoint")
+    e = sub.add_parser(
+        "evaluate",
+        help="MAML-paper evaluation of a checkpoint",
+        formatter_class=raw,
+        description="The query metric after 0..steps inner steps on held-out tasks, mean +- 95%"
+        " CI. Every flag defaults to the checkpoint's stored evaluation, else its problem's.",
+        epilog=EPILOGS["evaluate"],
+    )
     e.add_argument("checkpoint", help="a shipped name (see `list`) or a file")
-    e.add_argument("--shots", type=int, default=None)
-    e.add_argument("--query-shots", type=int, default=None)
-    e.add_argument("--tasks", type=int, default=None)
-    e.add_argument("--steps", type=int, default=None)
-    e.add_argument("--inner-lr", type=float, default=None)
+    e.add_argument("--shots", type=int, default=None, help="support examples, an integer >= 1")
+    e.add_argument("--query-shots", type=int, default=None, help="query examples, >= 1")
+    e.add_argument("--tasks", type=int, default=None, help="held-out tasks, >= 1 (papers: 600)")
+    e.add_argument("--steps", type=int, default=None, help="inner steps recorded, >= 0")
+    e.add_argument(
+        "--inner-lr", type=float, default=None, help="inner step size, >= 0 (not Meta-SGD)"
+    )
     e.add_argument("--inner-batch", type=int, default=None, help="support minibatch per step")
     e.add_argument(
-        "--option", action="append", default=[], metavar="KEY=VALUE", help="e.g. samples=30"
-    )
-    e.add_argument("--seed", type=int, default=None)
-    e.add_argument("--json", action="store_true")
+        "--option", action="append", default=[], metavar="KEY=VALUE",
+        help="an algorithm option for this evaluation, e.g. samples=30",
+    )  # fmt: skip
+    e.add_argument("--seed", type=int, default=None, help="seed of the held-out tasks, >= 0")
+    e.add_argument("--json", action="store_true", help="print every number as JSON")
     e.add_argument("--write", action="store_true", help="store the result in the checkpoint")
-    e.add_argument("--threads", type=int, default=1)
-    e.add_argument("--quiet", action="store_true")
+    e.add_argument("--threads", type=int, default=1, help="torch threads, >= 1 (default 1)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(handler=cmd_evaluate)
 
-    x = sub.add_parser("export", help="a small shippable copy of a training checkpoint")
-    x.add_argument("run")
-    x.add_argument("--out", required=True)
-    x.add_argument("--history-every", type=int, default=100)
-    x.add_argument("--snapshot-every", type=int, default=5000)
+    x = sub.add_parser(
+        "export",
+        help="a small shippable copy of a training checkpoint",
+        formatter_class=raw,
+        epilog=EPILOGS["export"],
+    )
+    x.add_argument("run", help="a training checkpoint")
+    x.add_argument("--out", required=True, help="the file to write")
+    x.add_argument("--history-every", type=int, default=100, help="keep every Nth history entry")
+    x.add_argument("--snapshot-every", type=int, default=5000, help="keep every Nth snapshot")
     x.set_defaults(handler=cmd_export)
 
-    b = sub.add_parser("bench", help="speed and memory benchmarks")
-    b.add_argument("--suite", default="sinusoid")
-    b.add_argument("--json", action="store_true")
-    b.add_argument("--quick", action="store_true")
+    b = sub.add_parser(
+        "bench", help="speed and memory benchmarks", formatter_class=raw, epilog=EPILOGS["bench"]
+    )
+    b.add_argument("--suite", default="sinusoid", help="one of: " + ", ".join(suites()))
+    b.add_argument("--json", action="store_true", help="print every number as JSON")
+    b.add_argument("--quick", action="store_true", help="fewer repeats")
     b.set_defaults(handler=cmd_bench)
 
-    sub.add_parser("list", help="problems, algorithms, shipped checkpoints").set_defaults(
-        handler=cmd_list
+    lst = sub.add_parser(
+        "list",
+        help="problems, algorithms, shipped checkpoints",
+        formatter_class=raw,
+        epilog=EPILOGS["list"],
     )
+    lst.add_argument("--json", action="store_true", help="with each algorithm's options")
+    lst.set_defaults(handler=cmd_list)
     return p
+
+
+NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|nan)$", re.IGNORECASE)
+
+
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """``--outer-lr -1e-3`` as ``--outer-lr=-1e-3``: argparse would read "-1e-3" as a flag,
+    so a negative value reaches the range check and its clear message instead."""
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and NUMBER.match(token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, MemoryError) or "can't allocate memory" in str(err)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    argv = _attach_negative_values([a for a in argv if a != "--debug"])
     args = parser().parse_args(argv)
     args.argv = argv  # recorded in checkpoints as the exact command
+    name = f"mamlviz {args.command}"
     try:
         return args.handler(args)
-    except ValueError as err:  # includes CheckpointError: a clear message, no traceback
-        print(f"mamlviz {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        message = str(err) if isinstance(err, Interrupted) else "interrupted; nothing was written"
+        print(f"{name}: {message}", file=sys.stderr)
+        return 130
+    except (MamlvizError, ValueError) as err:  # ours: what, the allowed range, what to do
+        if debug:
+            raise
+        print(f"{name}: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        if debug:
+            raise
+        if _out_of_memory(err):
+            message = "out of memory: lower --meta-batch, --inner-steps or --shots"
+        elif isinstance(err, OSError):
+            path = err.filename or ""
+            message = f"{err.strerror or err}{': ' + str(path) if path else ''}"
+        else:
+            message = (
+                f"internal error ({type(err).__name__}: {err}); run with --debug for the traceback"
+            )
+        print(f"{name}: {message}", file=sys.stderr)
+        return 1

@@ -1,11 +1,35 @@
-"""Errors with messages that say what went wrong and what to change."""
+"""Errors with messages that say what went wrong and what to change.
+
+Every error of ours derives from :class:`MamlvizError` (and from the built-in class it is a
+kind of, so ``except ValueError`` still catches a bad argument); the command line prints them as
+one line, ``mamlviz <command>: error: <message>``, and exits with code 2.
+"""
 
 from __future__ import annotations
 
 import math
+import numbers
 
 
-class DivergenceError(FloatingPointError):
+class MamlvizError(Exception):
+    """Base of the package's own errors: the message says what, the allowed range, what to do."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C); says where, and what was saved."""
+
+    def __init__(self, iteration: int, path: str | None, saved: int | None, every: int):
+        self.iteration, self.path, self.saved = iteration, path, saved
+        if path is None:
+            where = "no checkpoint was being written (no --out)"
+        elif saved is None:
+            where = f"nothing was saved yet (the first checkpoint comes at {every} iterations)"
+        else:
+            where = f"the checkpoint at {path} (iteration {saved}) is intact"
+        super().__init__(f"interrupted at iteration {iteration}; {where}; continue with --resume")
+
+
+class DivergenceError(MamlvizError, FloatingPointError):
     """The loss became NaN or infinite during adaptation or meta-training."""
 
     def __init__(self, where: str, step: int, loss: float, hint: str = "lower the learning rate"):
@@ -14,7 +38,7 @@ class DivergenceError(FloatingPointError):
         super().__init__(f"diverged: loss is {kind} at {where} {step}, {hint}")
 
 
-class IndefiniteError(ValueError):
+class IndefiniteError(MamlvizError, ValueError):
     """iMAML's implicit system (1 + damping) I + H / lam was not positive definite on a task:
     its solution is no meta-gradient, so it is refused rather than used."""
 
@@ -45,7 +69,8 @@ def check_range(
     right = ")" if high_open or high is None else "]"
     allowed = f"{left}{lo}, {hi}{right}"
     kind = "an integer" if integer else "a finite number"
-    bad_type = isinstance(value, bool) or not isinstance(value, int | float)
+    # numbers.Real admits numpy scalars (np.float32, np.int64) as well as int and float
+    bad_type = isinstance(value, bool) or not isinstance(value, numbers.Real)
     if integer and not bad_type:
         bad_type = not float(value).is_integer()
     if bad_type or not math.isfinite(value):

@@ -44,6 +44,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from mamlviz.errors import MamlvizError
+
 PARTS = ("images_background", "images_evaluation")
 URLS = {
     p: f"https://raw.githubusercontent.com/brendenlake/omniglot/master/python/{p}.zip"
@@ -82,7 +84,7 @@ ALPHABETS: dict[str, dict[str, int]] = {
 }
 
 
-class OmniglotDataError(RuntimeError):
+class OmniglotDataError(MamlvizError, RuntimeError):
     """The Omniglot data is missing, incomplete, unsafe or corrupt; the message says which file."""
 
 

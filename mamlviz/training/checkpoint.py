@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -27,12 +28,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mamlviz.errors import MamlvizError
+
 FORMAT = "mamlviz-checkpoint"
 FORMAT_VERSION = 1
 KEYS = ("format", "format_version", "metadata", "tensors", "sha256")
+UNREADABLE = "unreadable: not a mamlviz checkpoint, or truncated or corrupt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MamlvizError, ValueError):
     """A checkpoint file cannot be used; the message names the file and the reason."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str):
@@ -106,11 +110,21 @@ def load(path: str | os.PathLike[str]) -> CheckpointData:
     """Read and verify a checkpoint (``weights_only=True``); raises :class:`CheckpointError`."""
     if not Path(path).is_file():
         raise CheckpointError(path, "no such file")
+    if Path(path).stat().st_size == 0:
+        raise CheckpointError(path, "the file is empty: not a mamlviz checkpoint")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unpickling/zip failure means the file is unusable
-        reason = f"unreadable, the file is truncated or corrupt ({err})"
-        raise CheckpointError(path, reason) from err
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower() or "unsupported global" in str(err).lower():
+            # Never relay torch's advice to retry with weights_only=False: that would run code.
+            reason = (
+                "refused: the file holds Python objects, not a mamlviz checkpoint; it was not"
+                " loaded (loading it could run code)"
+            )
+            raise CheckpointError(path, reason) from None
+        raise CheckpointError(path, UNREADABLE) from None
+    except Exception:  # any zip or read failure: the file is unusable, whatever torch says
+        raise CheckpointError(path, UNREADABLE) from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CheckpointError(path, f"not a {FORMAT} file")
     if blob.get("format_version") != FORMAT_VERSION:

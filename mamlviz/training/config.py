@@ -50,6 +50,11 @@ class TrainConfig:
         check_range("inner_steps", self.inner_steps, 0, integer=True)
         if self.algorithm == "pretrained" and self.inner_steps != 0:
             raise ValueError(f"inner_steps must be 0 for 'pretrained', got {self.inner_steps}")
+        if self.algorithm != "pretrained" and self.inner_steps == 0:
+            raise ValueError(
+                f"inner_steps must be in [1, inf) for {self.algorithm!r}, got 0 (zero inner steps"
+                " trains the joint-training baseline: use --algorithm pretrained)"
+            )
         for name in ("shots", "query_shots", "meta_batch", "iterations"):
             check_range(name, getattr(self, name), 1, integer=True)
         check_range("seed", self.seed, 0, 2**63 - 1, integer=True)

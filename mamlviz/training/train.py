@@ -32,6 +32,7 @@ from mamlviz.algorithms import get_algorithm
 from mamlviz.core import stacked
 from mamlviz.core.functional import Params
 from mamlviz.core.outer import meta_step
+from mamlviz.errors import Interrupted
 from mamlviz.training import checkpoint as ckpt
 from mamlviz.training import hub
 from mamlviz.training.config import TrainConfig, build
@@ -181,22 +182,37 @@ def fit(
         started = time.perf_counter() - state["wall_time_s"]
         stack = get_problem(config.problem).batching == "stacked" and stacked.supports(learner)
         gradient = stacked.meta_gradient if stack else None
-        for i in range(state["iteration"], end):
-            if _outer_sgd(config):  # Reptile: eps annealed linearly to 0
-                optimizer.param_groups[0]["lr"] = config.outer_lr * (1 - i / config.iterations)
-            episode = tasks.sample(
-                generator, config.shots, config.query_shots, config.meta_batch, config.torch_dtype
-            )
-            losses = meta_step(learner, meta, optimizer, episode, iteration=i, gradient=gradient)
-            grad_norm = torch.sqrt(sum(w.grad.pow(2).sum() for w in meta.values()))
-            history.record(i, float(losses.mean()), float(grad_norm))
-            state["iteration"] = i + 1
-            if (i + 1) % config.snapshot_every == 0 or i + 1 == config.iterations:
-                history.snapshot(i + 1, meta)
-            bar.update(1)
-            last = i + 1 == config.iterations  # a stop_after run ends without a final save
-            if path is not None and ((i + 1) % config.checkpoint_every == 0 or last):
-                state["wall_time_s"] = time.perf_counter() - started
-                save_run(path, config, meta, state, history)
+        saved_at = state["iteration"] if path is not None and path.exists() else None
+        try:
+            for i in range(state["iteration"], end):
+                if _outer_sgd(config):  # Reptile: eps annealed linearly to 0
+                    optimizer.param_groups[0]["lr"] = config.outer_lr * (1 - i / config.iterations)
+                episode = tasks.sample(
+                    generator,
+                    config.shots,
+                    config.query_shots,
+                    config.meta_batch,
+                    config.torch_dtype,
+                )
+                losses = meta_step(
+                    learner, meta, optimizer, episode, iteration=i, gradient=gradient
+                )
+                grad_norm = torch.sqrt(sum(w.grad.pow(2).sum() for w in meta.values()))
+                history.record(i, float(losses.mean()), float(grad_norm))
+                state["iteration"] = i + 1
+                if (i + 1) % config.snapshot_every == 0 or i + 1 == config.iterations:
+                    history.snapshot(i + 1, meta)
+                bar.update(1)
+                last = i + 1 == config.iterations  # a stop_after run ends without a final save
+                if path is not None and ((i + 1) % config.checkpoint_every == 0 or last):
+                    state["wall_time_s"] = time.perf_counter() - started
+                    save_run(path, config, meta, state, history)
+                    saved_at = i + 1
+        except KeyboardInterrupt:  # Ctrl-C: say where, and what is on disk
+            bar.close()
+            every = config.checkpoint_every
+            raise Interrupted(
+                state["iteration"], None if path is None else str(path), saved_at, every
+            ) from None
         bar.close()
     return {n: w.detach().clone() for n, w in meta.items()}, history

@@ -53,7 +53,7 @@ def test_truncated_file(run: str, tmp_path) -> None:
     data = open(run, "rb").read()
     bad = tmp_path / "truncated.pt"
     bad.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ckpt.CheckpointError, match=rf"checkpoint {bad}: unreadable, .*truncated"):
+    with pytest.raises(ckpt.CheckpointError, match=rf"checkpoint {bad}: unreadable: .*truncated"):
         ckpt.load(bad)
 
 
@@ -91,8 +91,20 @@ def test_unsafe_pickle_is_refused(tmp_path) -> None:
     """weights_only=True: a file that would run code on unpickling is rejected, not executed."""
     bad = tmp_path / "evil.pt"
     torch.save({"format": ckpt.FORMAT, "payload": pickle.loads(pickle.dumps(TrainConfig()))}, bad)
-    with pytest.raises(ckpt.CheckpointError, match="unreadable"):
+    with pytest.raises(ckpt.CheckpointError, match="refused: the file holds Python objects") as err:
         ckpt.load(bad)
+    assert "weights_only" not in str(err.value)  # never torch's advice to load it unsafely
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"just some text\n", bytes(range(256)) * 40], ids=["empty", "text", "random"]
+)
+def test_non_checkpoint_files_get_our_message(content: bytes, tmp_path) -> None:
+    bad = tmp_path / "x.pt"
+    bad.write_bytes(content)
+    with pytest.raises(ckpt.CheckpointError, match="not a mamlviz checkpoint") as err:
+        ckpt.load(bad)
+    assert "weights_only" not in str(err.value) and "torch" not in str(err.value)
 
 
 def test_wrong_format_version_and_missing_keys(tmp_path) -> None:
