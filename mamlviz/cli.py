@@ -104,9 +104,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.problem, args.algorithm, options=_options(args.option), dtype=args.dtype, **overrides
     )
     out = Path(args.out)
+    _writable(out)
     if out.exists() and not args.resume:
         raise ValueError(f"--out {out} exists: pass --resume to continue it, or remove it")
-    _writable(out)
     if args.resume and _complete(out, config):
         print(f"already complete: {out} holds all {config.iterations} iterations; nothing to do")
         return 0

@@ -85,6 +85,11 @@ def adapt(
     whole support) is the size of the :func:`minibatch` each step uses.
     """
     check_range("inner_steps", inner_steps, 0, integer=True)
+    if support.x.numel() == 0 or support.y.numel() == 0:  # shapes only: fine under vmap
+        raise ValueError(
+            f"support must hold at least one example, got x {tuple(support.x.shape)} and y"
+            f" {tuple(support.y.shape)}"
+        )
     rule_params = {} if rule_params is None else rule_params
     state = rule.init_state(fast)
     step_fn = grad_and_value(loss_fn)

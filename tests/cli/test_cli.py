@@ -82,6 +82,35 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path) -> None:
     assert all(torch.equal(got[n], expected[n]) for n in expected)
 
 
+def test_ctrl_c_says_what_was_saved_and_resume_equals_an_uninterrupted_run(tmp_path) -> None:
+    """SIGINT (Ctrl-C) a real training process after a checkpoint: exit 130, one line naming
+    the iteration and the intact checkpoint, no traceback; --resume then ends with exactly the
+    weights of an uninterrupted run, and re-running the finished command trains nothing."""
+    out = tmp_path / "run.pt"
+    args = ["train", "--iterations", "600", "--meta-batch", "4", "--checkpoint-every", "10"]
+    proc = cli(*args, "--out", str(out), "--quiet")
+    deadline = time.monotonic() + 120
+    while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    saved = ckpt.load(out).metadata["iteration"]
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    pattern = rf"mamlviz train: interrupted at iteration (\d+); the checkpoint at {out} \(iteration"
+    match = re.search(pattern + rf" {saved}\) is intact; continue with --resume", err)
+    assert match and int(match.group(1)) >= saved >= 10, err
+    resumed = cli(*args, "--out", str(out), "--resume", "--quiet")
+    assert resumed.wait() == 0, resumed.stderr.read()
+    config = TrainConfig.for_problem(
+        "sinusoid", "maml", iterations=600, meta_batch=4, checkpoint_every=10
+    )
+    expected, _ = fit(config, progress=False)
+    got = ckpt.load(out).tensors["meta"]
+    assert all(torch.equal(got[n], expected[n]) for n in expected)
+    again = cli(*args, "--out", str(out), "--resume", "--quiet")
+    assert again.wait() == 0 and "already complete" in again.stdout.read()
+
+
 def test_evaluate_json_and_write(trained: Path, capsys) -> None:
     assert (
         main(["evaluate", str(trained), "--tasks", "20", "--steps", "2", "--json", "--quiet"]) == 0
