@@ -28,7 +28,7 @@ from mamlviz.errors import check_range
 from mamlviz.tasks import TaskDistribution
 from mamlviz.training import checkpoint as ckpt
 from mamlviz.training import hub
-from mamlviz.training.evaluate import checkpoint_settings
+from mamlviz.training.evaluate import check_data, checkpoint_settings
 from mamlviz.training.problems import get_problem
 
 
@@ -75,6 +75,7 @@ class OmniglotDemo:
         check_range("seed", seed, 0, 2**63 - 1, integer=True)
         if self.tasks is None:
             self.tasks = get_problem("omniglot").make_tasks("test")
+            check_data(self.checkpoint, self.tasks)
         generator = torch.Generator().manual_seed(int(seed))
         shots = self.shots if shots is None else shots
         return self.tasks.sample(generator, shots, query_shots, 1).task(0)

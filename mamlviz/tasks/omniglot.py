@@ -14,6 +14,7 @@ instead draws distinct characters and then one random rotation each.
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -113,6 +114,24 @@ class OmniglotTasks:
         other = copy.copy(self)  # shares the pixel, rotation and pool tensors
         other._bind(self.split if split is None else split, self.ways if ways is None else ways)
         return other
+
+    def signature(self) -> dict[str, object]:
+        """What identifies the data a checkpoint was trained on: the split seed, how many
+        characters each split holds, whether rotations are classes, and a sha256 of every
+        split's character names in order (so another seed, another permutation or other data
+        shows, whatever the ids)."""
+        h = hashlib.sha256()
+        for name in SPLITS:
+            for i in self.partition.classes(name).tolist():
+                h.update(
+                    f"{name}:{self.arrays.alphabets[i]}/{self.arrays.characters[i]}\n".encode()
+                )
+        return {
+            "split_seed": self.partition.seed,
+            "classes": {name: len(self.partition.classes(name)) for name in SPLITS},
+            "rotations": {name: len(self._pools[name][0]) for name in SPLITS},
+            "sha256": h.hexdigest(),
+        }
 
     def num_classes(self, split: str | None = None) -> int:
         """Number of classes a task of ``split`` is drawn from (rotated copies count)."""

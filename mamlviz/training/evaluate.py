@@ -33,6 +33,7 @@ from mamlviz.core.functional import Params, call, detach
 from mamlviz.core.learner import Learner
 from mamlviz.errors import check_range
 from mamlviz.tasks import TaskDistribution
+from mamlviz.training.checkpoint import CheckpointError
 from mamlviz.training.problems import get_problem
 
 EVAL_SEED = 1_000_003
@@ -281,15 +282,36 @@ def evaluate_checkpoint(
     batch = settings.pop("inner_batch", None)
     if batch is not None:
         learner = replace(learner, inner_batch=int(batch))
+    tasks = problem.make_tasks("test")
+    check_data(checkpoint, tasks)
     return evaluate(
         learner,
         checkpoint.meta,
-        problem.make_tasks("test"),
+        tasks,
         metric=problem.metric,
         seed=EVAL_SEED if seed is None else seed,
         progress=progress,
         **settings,
     )
+
+
+def check_data(checkpoint: Any, tasks: object) -> None:
+    """Refuse to evaluate ``checkpoint`` on ``tasks`` whose data differ from its training data.
+
+    Task distributions with a ``signature()`` (Omniglot: the split and its characters) are
+    compared with the one the checkpoint stored at training time; another split would put the
+    checkpoint's own training characters among the test tasks.
+    """
+    stored = checkpoint.metadata.get("data")
+    current = tasks.signature() if hasattr(tasks, "signature") else None
+    if stored is not None and current is not None and stored != current:
+        raise CheckpointError(
+            checkpoint.path,
+            f"was trained on other data than this (its split: seed {stored.get('split_seed')},"
+            f" sha256 {str(stored.get('sha256'))[:12]}...; here: seed {current['split_seed']},"
+            f" sha256 {current['sha256'][:12]}...): evaluating it would test on characters it"
+            " may have trained on. Use the data and split it was trained with.",
+        )
 
 
 def checkpoint_settings(checkpoint: Any, **given: Any) -> dict[str, Any]:

@@ -75,6 +75,9 @@ def _resume(path: Path, config: TrainConfig, meta: Params, state: dict[str, Any]
     ]
     if diff:
         raise ckpt.CheckpointError(path, "cannot resume, the config differs: " + "; ".join(diff))
+    stored = data.metadata.get("data")
+    if stored is not None and state.get("data") is not None and stored != state["data"]:
+        raise ckpt.CheckpointError(path, "cannot resume: it was trained on another data split")
     tensors = data.tensors
     if "optimizer" not in tensors or "rng" not in tensors:
         raise ckpt.CheckpointError(path, "cannot resume: no optimizer or RNG state (shipped file?)")
@@ -88,13 +91,17 @@ def _resume(path: Path, config: TrainConfig, meta: Params, state: dict[str, Any]
     return data.metadata
 
 
-def _warm_start(name: str, meta: Params) -> dict[str, Any]:
+def _warm_start(name: str, meta: Params, data: Any = None) -> dict[str, Any]:
     """Copy the meta-parameters of checkpoint ``name`` into ``meta``; what to record of it.
 
     E.g. 5-shot training that starts from a 1-shot checkpoint. Names and shapes must match.
     """
     source = hub.load(name)
     ckpt.check_params(Path(source.path), source.meta, meta)
+    stored = source.metadata.get("data")
+    if stored is not None and data is not None and stored != data:
+        # its training characters could be among this run's test characters
+        raise ckpt.CheckpointError(source.path, "cannot warm-start: trained on another data split")
     with torch.no_grad():
         for n, w in meta.items():
             w.copy_(source.meta[n])
@@ -124,6 +131,8 @@ def save_run(path: Path, config: TrainConfig, meta: Params, state: dict, history
     }
     if "init" in state:
         metadata["initialised_from"] = state["init"]
+    if state.get("data") is not None:
+        metadata["data"] = state["data"]  # the split a later evaluation must match
     tensors = {
         "meta": {n: w.detach().clone() for n, w in meta.items()},
         "optimizer": state["optimizer"].state_dict(),
@@ -157,12 +166,13 @@ def fit(
     }
     history = History()
     tasks = get_problem(config.problem).make_tasks("train")
+    state["data"] = tasks.signature() if hasattr(tasks, "signature") else None
     path = Path(checkpoint) if checkpoint is not None else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         learner, init = build(config)
         if config.init:
-            state["init"] = _warm_start(config.init, init)
+            state["init"] = _warm_start(config.init, init, state["data"])
         meta = {n: w.requires_grad_() for n, w in init.items()}
         if _outer_sgd(config):
             optimizer: torch.optim.Optimizer = torch.optim.SGD(meta.values(), lr=config.outer_lr)

@@ -84,5 +84,6 @@ def test_family_trains_on_omniglot_through_the_cli(algorithm: str, omniglot_env,
     assert main(["train", *args, "--meta-batch", "2", "--out", str(out), "--quiet"]) == 0
     data = checkpoint.load(out)
     assert data.metadata["iteration"] == 2 and data.metadata["algorithm"] == algorithm
+    assert data.metadata["data"]["classes"] == {"train": 1100, "val": 100, "test": 423}
     rule = [n for n in data.tensors["meta"] if n.startswith("rule.")]
     assert rule  # the learned rates / curvature factors are in the checkpoint

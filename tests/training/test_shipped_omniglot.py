@@ -65,3 +65,27 @@ def test_stored_evaluation_is_reproduced_and_meets_the_bar(name: str) -> None:
     meta = loaded.metadata
     for key in ("command", "iteration", "wall_time_s", "hardware", "torch_version"):
         assert key in meta, key
+
+
+def test_every_row_records_the_split_it_was_trained_on() -> None:
+    tasks = omniglot_problem.omniglot_tasks()
+    for name in SHIPPED:
+        assert hub.load(name).metadata["data"] == tasks.signature(), name
+    assert tasks.signature()["classes"] == {"train": 1100, "val": 100, "test": 423}
+
+
+def test_evaluation_refuses_a_checkpoint_of_another_split(tmp_path: Path) -> None:
+    from mamlviz.training import checkpoint
+    from mamlviz.training.checkpoint import CheckpointError
+
+    source = hub.load("omniglot-maml-5w1s")
+    data = checkpoint.load(source.path)
+    other = {**data.metadata["data"], "split_seed": 1, "sha256": "0" * 64}
+    path = tmp_path / "other-split.pt"
+    checkpoint.save(path, {**data.metadata, "data": other}, data.tensors)
+    with pytest.raises(CheckpointError, match=r"trained on other data .*seed 1"):
+        evaluate_checkpoint(hub.load(path), tasks=2)
+    from mamlviz.course.omniglot import load_demo
+
+    with pytest.raises(CheckpointError, match="trained on other data"):
+        load_demo(path).sample(0)
