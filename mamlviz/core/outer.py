@@ -30,7 +30,7 @@ def task_gradients(
 ) -> tuple[Params, Tensor, dict[str, Tensor]]:
     """Per-task meta-gradients stacked on a leading task axis, per-task query losses, and the
     strategy's per-task diagnostics (empty for most strategies)."""
-    check_episode(episode)
+    check_episode(episode, meta)
     if batched:
         # randomness="different": stochastic forwards (Meta-Dropout) draw fresh noise per task.
         per_task = vmap(
@@ -45,9 +45,10 @@ def task_gradients(
     return grads, torch.stack([o[1] for o in outs]), diagnostics
 
 
-def check_episode(episode: Episode) -> None:
+def check_episode(episode: Episode, meta: Params | None = None) -> None:
     """A meta-batch episode: ``x`` [tasks, examples, features...] (at least 3-D) and ``y``
-    [tasks, examples, ...] (at least 2-D), one task count for all four tensors."""
+    [tasks, examples, ...] (at least 2-D), one task count for all four tensors, and inputs of
+    the meta-parameters' floating dtype."""
     parts = {"support": episode.support, "query": episode.query}
     ok = all(e.x.dim() >= 3 and e.y.dim() >= 2 and e.x.shape[:2] == e.y.shape[:2]
              for e in parts.values())  # fmt: skip
@@ -59,6 +60,12 @@ def check_episode(episode: Episode) -> None:
             f" examples, ...] with one task count; got {shapes}. For one task, add the task"
             " axis: Episode(*(Examples(e.x[None], e.y[None]) for e in episode))"
         )
+    want = next(iter(meta.values())).dtype if meta else None
+    if want is not None and episode.support.x.dtype != want:
+        raise ValueError(
+            f"episode inputs are {episode.support.x.dtype} but the meta-parameters are {want}:"
+            " sample the tasks with that dtype (sample(..., dtype=...)) or convert the model"
+        )
 
 
 def meta_gradient(
@@ -68,7 +75,18 @@ def meta_gradient(
 
     Raises :class:`IndefiniteError` where an implicit solve met non-positive curvature.
     """
-    grads, losses, diagnostics = task_gradients(learner, meta, episode, batched=batched)
+    try:
+        grads, losses, diagnostics = task_gradients(learner, meta, episode, batched=batched)
+    except RuntimeError as err:  # the model's own shape check, deep inside a forward
+        if "shape" not in str(err) and "size" not in str(err):
+            raise
+        shapes = {
+            f"{k}.x": tuple(e.x.shape) for k, e in zip(("support", "query"), episode, strict=True)
+        }
+        raise ValueError(
+            f"episode does not fit the model: inputs {shapes} (torch: {str(err).splitlines()[0]});"
+            " give x the model's input features as its last axis"
+        ) from None
     curvature = diagnostics.get("curvature")
     if curvature is not None and bool((curvature <= 0).any()):
         bad = int((curvature <= 0).sum())
