@@ -101,7 +101,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.init is not None:
         overrides["init"] = args.init
     config = TrainConfig.for_problem(
-        args.problem, args.algorithm, options=_options(args.option), dtype=args.dtype, **overrides
+        args.problem,
+        args.algorithm,
+        options=_options(args.option),
+        dtype=args.dtype,
+        rng=args.rng,
+        **overrides,
     )
     out = Path(args.out)
     _writable(out)
@@ -141,7 +146,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     diverged = result.divergence()
     if args.write and not diverged:
-        checkpoint.update_metadata(loaded.path, evaluation=result.to_dict())
+        per_task = {"evaluation_per_task": result.per_task}
+        checkpoint.update_metadata(loaded.path, per_task, evaluation=result.to_dict())
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
     if diverged:  # the table shows the NaN rows; the exit code and stderr say why
         written = "; nothing was written" if args.write else ""
@@ -289,6 +295,13 @@ def parser() -> argparse.ArgumentParser:
         help="an algorithm option (see above), repeatable",
     )  # fmt: skip
     t.add_argument("--dtype", default="float32", help="float32 (default) or float64")
+    t.add_argument(
+        "--rng",
+        default="derived",
+        help="how --seed seeds the init, task and noise streams: derived (default; one"
+        " sha256-derived stream each) or shared (the seed itself for all three, as the shipped"
+        " checkpoints were trained: give it to reproduce or resume them)",
+    )
     t.add_argument("--out", required=True, help="the checkpoint file to write")
     t.add_argument("--resume", action="store_true", help="continue --out if it exists")
     t.add_argument("--init", default=None, help="start from this checkpoint's meta-parameters")

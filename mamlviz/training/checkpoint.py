@@ -165,9 +165,13 @@ def check_params(
             )
 
 
-def update_metadata(path: str | os.PathLike[str], **fields: Any) -> CheckpointData:
-    """Verify ``path``, set metadata ``fields`` (e.g. ``evaluation=...``) and rewrite it."""
+def update_metadata(
+    path: str | os.PathLike[str], tensors: Mapping[str, Any] | None = None, **fields: Any
+) -> CheckpointData:
+    """Verify ``path``, set metadata ``fields`` (e.g. ``evaluation=...``) and ``tensors``
+    entries, and rewrite it."""
     data = load(path)
     data.metadata.update(fields)
+    data.tensors.update(tensors or {})
     save(path, data.metadata, data.tensors)
     return data

@@ -8,6 +8,7 @@ go through ``build``, so a config means the same thing everywhere.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -20,6 +21,22 @@ from mamlviz.errors import check_range
 from mamlviz.training.problems import get_problem
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+RNG_MODES = ("derived", "shared")
+DERIVED = 2**62  # derived seeds lie in [2^62, 2^63); evaluation seeds must lie below 2^62
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """The seed of one random stream of a run: ``2^62 + (sha256("mamlviz:<purpose>:<seed>")
+    mod 2^62)``.
+
+    Each purpose (``init``, ``tasks``, ``noise``; ``eval-noise`` for evaluation) gets its own
+    stream, so the initial weights are not the first task's uniforms, and no training stream
+    can be an evaluation stream: derived seeds are >= 2^62, evaluation seeds below it.
+    """
+    digest = hashlib.sha256(f"mamlviz:{purpose}:{int(seed)}".encode()).digest()
+    return DERIVED + int.from_bytes(digest[:8], "big") % DERIVED
 
 
 @dataclass(frozen=True)
@@ -41,6 +58,9 @@ class TrainConfig:
     options: dict[str, Any] = field(default_factory=dict)
     dtype: str = "float32"
     init: str = ""  # a checkpoint (shipped name or file) to start from instead of the seed
+    # "derived": init, tasks and noise each from derive_seed(seed, purpose); "shared": all three
+    # from the seed itself, as every run before this field (and its checkpoints) used.
+    rng: str = "derived"
 
     def __post_init__(self) -> None:
         get_problem(self.problem)
@@ -60,6 +80,8 @@ class TrainConfig:
         check_range("seed", self.seed, 0, 2**63 - 1, integer=True)
         check_range("checkpoint_every", self.checkpoint_every, 1, integer=True)
         check_range("snapshot_every", self.snapshot_every, 1, integer=True)
+        if self.rng not in RNG_MODES:
+            raise ValueError(f"rng must be one of {RNG_MODES}, got {self.rng!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
         for key, value in self.options.items():
@@ -89,7 +111,11 @@ class TrainConfig:
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
-        return cls(**data)
+        return cls(**{"rng": "shared", **data})  # configs stored before `rng` shared the seed
+
+    def stream_seed(self, purpose: str) -> int:
+        """The seed of the ``purpose`` stream (``init``, ``tasks`` or ``noise``) of this run."""
+        return self.seed if self.rng == "shared" else derive_seed(self.seed, purpose)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -99,7 +125,7 @@ class TrainConfig:
 def build(config: TrainConfig) -> tuple[Learner, Params]:
     """The model (initialised from the seed), its learner, and fresh meta-parameters."""
     problem = get_problem(config.problem)
-    model = problem.make_model(config.seed, config.torch_dtype)
+    model = problem.make_model(config.stream_seed("init"), config.torch_dtype)
     learner = make_learner(
         config.algorithm,
         model,

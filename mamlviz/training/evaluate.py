@@ -18,7 +18,7 @@ inner step, not k.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -34,6 +34,7 @@ from mamlviz.core.learner import Learner
 from mamlviz.errors import check_range
 from mamlviz.tasks import TaskDistribution
 from mamlviz.training.checkpoint import CheckpointError
+from mamlviz.training.config import DERIVED, derive_seed
 from mamlviz.training.problems import get_problem
 
 EVAL_SEED = 1_000_003
@@ -58,6 +59,9 @@ class Evaluation:
     inner_batch: int | None = None  # support minibatch per step (None: the whole support)
     # Per step, how many tasks' loss or logits were non-finite (None: stored before counting).
     diverged: list[int] | None = None
+    # [tasks, steps + 1], the metric of every task (a tensor in the checkpoint, not in JSON):
+    # CI re-evaluates a subset of the tasks against it (tests/training/test_shipped_omniglot.py).
+    per_task: Tensor | None = field(default=None, repr=False, compare=False)
 
     def divergence(self) -> str | None:
         """What to say when some tasks diverged, or None."""
@@ -76,7 +80,7 @@ class Evaluation:
         return len(self.mean) - 1
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "per_task"}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Evaluation:
@@ -191,7 +195,9 @@ def evaluate(
     check_range("query_shots", query_shots, 1, integer=True)
     check_range("tasks", tasks, 1, integer=True)
     check_range("steps", steps, 0, integer=True)
-    check_range("seed", seed, 0, 2**63 - 1, integer=True)
+    # below 2^62: training streams are derived seeds >= 2^62, so no evaluation task stream
+    # can be one a model trained on (mamlviz.training.config.derive_seed)
+    check_range("seed", seed, 0, DERIVED - 1, integer=True)
     dtype = next(iter(meta.values())).dtype
     generator = torch.Generator().manual_seed(seed)
     blocks = [
@@ -204,7 +210,7 @@ def evaluate(
     check_range("chunk", chunk, 1, integer=True)
     curves = []
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # stochastic support forwards (Meta-Dropout)
+        torch.manual_seed(derive_seed(seed, "eval-noise"))  # Meta-Dropout's support noise
         for start in tqdm(range(0, tasks, chunk), disable=not progress, desc="evaluate"):
             part = tree_map_episode(episode, slice(start, start + chunk))
             curves.append(metric_curves(learner, meta, part, steps, metric))
@@ -229,6 +235,7 @@ def evaluate(
         median,
         learner.inner_batch,
         diverged,
+        values.float(),
     )
 
 

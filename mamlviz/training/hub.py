@@ -92,7 +92,11 @@ def load(name_or_path: str | os.PathLike[str]) -> Checkpoint:
             p.copy_(meta[name])
     history = History.from_tensors(data.tensors["history"]) if "history" in data.tensors else None
     evaluation = data.metadata.get("evaluation")
-    evaluation = Evaluation.from_dict(evaluation) if evaluation else None
+    if evaluation:
+        per_task = data.tensors.get("evaluation_per_task")
+        evaluation = Evaluation(**evaluation, per_task=per_task)
+    else:
+        evaluation = None
     return Checkpoint(str(path), config, learner.model, meta, history, evaluation, data.metadata)
 
 

@@ -7,9 +7,10 @@ Each iteration samples a meta-batch from the problem's task distribution and tak
 run, theta <- theta + eps_i (mean phi - theta), eps_i = outer_lr (1 - i / iterations)
 (Nichol et al. 2018).
 
-All randomness comes from ``config.seed``: the model init, a ``torch.Generator`` for the tasks,
-and the global RNG (seeded inside ``fork_rng``, so the caller's RNG is untouched) for stochastic
-forwards. A checkpoint holds all three states plus the optimiser's, so a run killed at any point
+All randomness comes from ``config.seed``, in three streams (``TrainConfig.stream_seed``):
+the model init, a ``torch.Generator`` for the tasks, and the global RNG (seeded inside
+``fork_rng``, so the caller's RNG is untouched) for stochastic forwards. A checkpoint holds
+all three states plus the optimiser's, so a run killed at any point
 and resumed from its last checkpoint ends with exactly the weights of an uninterrupted run.
 """
 
@@ -157,7 +158,7 @@ def fit(
     at the end, and (``resume=True``) continued from it if it exists. ``stop_after=n`` returns
     after iteration n without a final save, as if the process had been killed there.
     """
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.stream_seed("tasks"))
     state: dict[str, Any] = {
         "generator": generator,
         "iteration": 0,
@@ -169,7 +170,7 @@ def fit(
     state["data"] = tasks.signature() if hasattr(tasks, "signature") else None
     path = Path(checkpoint) if checkpoint is not None else None
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.stream_seed("noise"))
         learner, init = build(config)
         if config.init:
             state["init"] = _warm_start(config.init, init, state["data"])

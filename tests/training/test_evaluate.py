@@ -124,7 +124,7 @@ def test_metasgd_uses_its_learned_rates() -> None:
     )
     expected = manual_curves(model, episode, rates).mean(0)
     torch.testing.assert_close(torch.tensor(result.mean), expected, rtol=1e-10, atol=0)
-    assert result.inner_lr == LR  # the rule's initial rate, recorded as a setting
+    assert result.inner_lr is None  # its rates are alpha; inner_lr only initialised them
 
 
 def test_chunking_does_not_change_the_result() -> None:

@@ -70,10 +70,14 @@ def test_reptile_outer_step_is_interpolation_with_linearly_annealed_eps() -> Non
     config = small(algorithm="reptile", iterations=2, outer_lr=0.8, inner_steps=3)
     meta, _ = fit(config, progress=False)
     learner = make_learner(
-        "reptile", sinusoid_mlp(config.seed), "mse", inner_lr=config.inner_lr, inner_steps=3
+        "reptile",
+        sinusoid_mlp(config.stream_seed("init")),
+        "mse",
+        inner_lr=config.inner_lr,
+        inner_steps=3,
     )
     theta = learner.init_meta()
-    generator, tasks = torch.Generator().manual_seed(config.seed), SinusoidTasks()
+    generator, tasks = torch.Generator().manual_seed(config.stream_seed("tasks")), SinusoidTasks()
     for eps in [0.8, 0.8 * (1 - 1 / 2)]:
         episode = tasks.sample(generator, config.shots, config.query_shots, config.meta_batch)
         grads, _ = meta_gradient(learner, theta, episode)
@@ -87,10 +91,15 @@ def test_adam_is_the_outer_optimiser_of_maml() -> None:
     1e-3 * sign(g) for all but tiny gradients, unlike SGD's lr * g."""
     config = small(iterations=1, outer_lr=1e-3)
     meta, _ = fit(config, progress=False)
-    learner = make_learner("maml", sinusoid_mlp(config.seed), "mse", inner_lr=0.01, inner_steps=1)
+    learner = make_learner(
+        "maml", sinusoid_mlp(config.stream_seed("init")), "mse", inner_lr=0.01, inner_steps=1
+    )
     theta = learner.init_meta()
     episode = SinusoidTasks().sample(
-        torch.Generator().manual_seed(config.seed), config.shots, config.query_shots, 4
+        torch.Generator().manual_seed(config.stream_seed("tasks")),
+        config.shots,
+        config.query_shots,
+        4,
     )
     grads, _ = meta_gradient(learner, theta, episode)
     for n, g in grads.items():
@@ -177,3 +186,43 @@ def test_warm_start_copies_the_checkpoint_and_records_it(tmp_path) -> None:
     assert not same_weights(moved, fresh)
     with pytest.raises(CheckpointError):  # another model shape
         fit(small(iterations=1, algorithm="metasgd", init=str(first)), progress=False)
+
+
+def test_init_tasks_and_noise_have_their_own_streams() -> None:
+    """Before: one seed fed the init, the tasks and the noise, so the initial weights were the
+    first task's uniforms (correlation 1.0) and training seed 1000003 replayed the evaluation
+    tasks. Derived seeds are distinct per purpose and lie above every evaluation seed."""
+    from mamlviz.training.config import DERIVED, derive_seed
+    from mamlviz.training.evaluate import EVAL_SEED
+
+    config = small()
+    seeds = {p: config.stream_seed(p) for p in ("init", "tasks", "noise")}
+    assert len(set(seeds.values())) == 3 and all(s >= DERIVED for s in seeds.values())
+    assert derive_seed(EVAL_SEED, "tasks") != EVAL_SEED and EVAL_SEED < DERIVED
+
+    def init_vs_first_task(c: TrainConfig) -> float:
+        """Correlation of the first weights with the uniforms that draw the first tasks."""
+        gen = torch.Generator().manual_seed(c.stream_seed("tasks"))
+        uniforms = torch.rand(40, generator=gen)  # the amplitudes and phases of 20 tasks
+        weights = sinusoid_mlp(c.stream_seed("init")).fc1.weight.detach().flatten()
+        pair = torch.stack([weights[: len(uniforms)], uniforms])
+        return float(torch.corrcoef(pair)[0, 1])
+
+    assert init_vs_first_task(small(rng="shared")) > 0.99  # the old coupling
+    assert abs(init_vs_first_task(config)) < 0.5
+    # "shared" is how the stored checkpoints were trained, and what their configs load as
+    shared = small(rng="shared")
+    assert {shared.stream_seed(p) for p in ("init", "tasks", "noise")} == {shared.seed}
+    stored = {k: v for k, v in small().to_dict().items() if k != "rng"}
+    assert TrainConfig.from_dict(stored).rng == "shared"
+    with pytest.raises(ValueError, match="rng must be one of"):
+        small(rng="random")
+
+
+def test_evaluation_seeds_stay_below_the_training_streams() -> None:
+    from mamlviz.training.config import DERIVED
+    from mamlviz.training.evaluate import evaluate
+
+    learner = make_learner("maml", sinusoid_mlp(0), "mse", inner_lr=0.01, inner_steps=1)
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 4.6"):
+        evaluate(learner, learner.init_meta(), SinusoidTasks(), tasks=1, seed=DERIVED)
