@@ -189,3 +189,28 @@ def test_argparse_errors_exit_2(capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["train"])  # --out is required
     assert exc.value.code == 2 and "--out" in capsys.readouterr().err
+
+
+def test_help_and_list_come_from_the_registry(capsys) -> None:
+    from mamlviz.algorithms import ALGORITHMS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for name, spec in ALGORITHMS.items():
+        assert name in text and spec.title in text
+        for key in spec.known_options():
+            assert f"--option {key}=" in text, key
+    assert "examples:" in text and "defaults (MAML's paper settings" in text
+    assert main(["list", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert set(listing["algorithms"]) == set(ALGORITHMS)
+    assert "lam" in listing["algorithms"]["imaml"]["options"]
+
+
+def test_export_says_what_it_wrote(trained: Path, tmp_path, capsys) -> None:
+    out = tmp_path / "small.pt"
+    assert main(["export", str(trained), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert re.search(rf"exported .* -> {out} \(\d+\.\d\d MiB: .*not resumable\)", said), said
+    assert ckpt.load(out).metadata["shipped"]["resumable"] is False

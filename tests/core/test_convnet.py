@@ -173,3 +173,16 @@ def test_stacked_accuracy_curves_equal_the_vmap_evaluation(algorithm: str) -> No
     assert got.shape == (TASKS, 5)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     assert not torch.equal(got[:, 0], got[:, -1])  # the steps change the predictions
+
+
+def test_a_diverged_task_is_nan_not_chance_on_both_paths() -> None:
+    """A diverged adaptation once scored about 20 % (the arg-max of NaN logits); now its
+    accuracy is NaN on the stacked and the vmap path alike, and evaluation counts it."""
+    from mamlviz.training.evaluate import metric_curves
+
+    learner = make_learner("maml", small_net(False), "cross_entropy", inner_lr=1e300, inner_steps=1)
+    meta, ep = learner.init_meta(), episode()
+    for stacked_path in (True, False):
+        curves = metric_curves(learner, meta, ep, 3, "accuracy", stacked_path=stacked_path)
+        assert torch.isfinite(curves[:, 0]).all()  # before adapting: a real accuracy
+        assert torch.isnan(curves[:, -1]).all(), curves
