@@ -304,7 +304,13 @@ def parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--out", required=True, help="the checkpoint file to write")
     t.add_argument("--resume", action="store_true", help="continue --out if it exists")
-    t.add_argument("--init", default=None, help="start from this checkpoint's meta-parameters")
+    t.add_argument(
+        "--init",
+        default=None,
+        help="start from this checkpoint's meta-parameters (a shipped name or a path); an"
+        " inner rule's parameters it lacks start neutral (e.g. Meta-SGD from a MAML checkpoint:"
+        " alpha = --inner-lr, so the run starts at MAML's model)",
+    )
     t.add_argument("--threads", type=int, default=1, help="torch threads, >= 1 (default 1)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(handler=cmd_train)

@@ -36,6 +36,7 @@ from mamlviz.core.functional import Params
 from mamlviz.core.learner import Learner
 from mamlviz.core.metagrad import unrolled
 from mamlviz.core.outer import meta_step
+from mamlviz.core.rules import RULE_PREFIX
 from mamlviz.errors import Interrupted
 from mamlviz.training import checkpoint as ckpt
 from mamlviz.training import hub
@@ -98,25 +99,41 @@ def _resume(path: Path, config: TrainConfig, meta: Params, state: dict[str, Any]
 def _warm_start(name: str, meta: Params, data: Any = None) -> dict[str, Any]:
     """Copy the meta-parameters of checkpoint ``name`` into ``meta``; what to record of it.
 
-    E.g. 5-shot training that starts from a 1-shot checkpoint. Names and shapes must match.
+    E.g. 5-shot training that starts from a 1-shot checkpoint, or Meta-SGD that starts from a
+    MAML checkpoint. The model's parameters must match in names and shapes. An inner rule's
+    meta-parameters (``rule.*``) the checkpoint lacks stay at their neutral initial value
+    (alpha = inner_lr, identity curvature), where the variant equals MAML; so the run starts at
+    the checkpoint's own model. A checkpoint with rule parameters this run lacks is refused:
+    dropping learned step sizes would silently change the model it starts from.
     """
     source = hub.load(name)
-    ckpt.check_params(Path(source.path), source.meta, meta)
+    own = {n: w for n, w in meta.items() if not n.startswith(RULE_PREFIX)}
+    given = {n: w for n, w in source.meta.items() if not n.startswith(RULE_PREFIX)}
+    ckpt.check_params(Path(source.path), given, own)
+    rules = [n for n in meta if n.startswith(RULE_PREFIX)]
+    kept = [n for n in rules if n not in source.meta]
+    dropped = [n for n in source.meta if n.startswith(RULE_PREFIX) and n not in meta]
+    if dropped or (kept and len(kept) < len(rules)):
+        ckpt.check_params(Path(source.path), source.meta, meta)  # names the mismatch
     stored = source.metadata.get("data")
     if stored is not None and data is not None and stored != data:
         # its training characters could be among this run's test characters
         raise ckpt.CheckpointError(source.path, "cannot warm-start: trained on another data split")
     with torch.no_grad():
         for n, w in meta.items():
-            w.copy_(source.meta[n])
+            if n in source.meta:
+                w.copy_(source.meta[n])
     info = source.metadata
-    return {
+    record = {
         "from": name,
         "algorithm": info.get("algorithm"),
         "iterations": info.get("iteration"),
         "shots": info.get("config", {}).get("shots"),
         "wall_time_s": info.get("wall_time_s"),
     }
+    if kept:
+        record["kept_at_init"] = kept
+    return record
 
 
 def unrolled_bytes_per_step(learner: Learner, meta: Params, episode: Episode) -> int:

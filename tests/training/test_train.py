@@ -13,7 +13,7 @@ from mamlviz.algorithms import make_learner
 from mamlviz.core.outer import meta_gradient
 from mamlviz.models import sinusoid_mlp
 from mamlviz.tasks.sinusoid import SinusoidTasks
-from mamlviz.training.checkpoint import CheckpointError, load
+from mamlviz.training.checkpoint import CheckpointError, load, save
 
 
 def small(**overrides) -> TrainConfig:
@@ -184,8 +184,33 @@ def test_warm_start_copies_the_checkpoint_and_records_it(tmp_path) -> None:
     moved, _ = fit(small(iterations=1, init=str(first)), progress=False)
     fresh, _ = fit(small(iterations=1), progress=False)
     assert not same_weights(moved, fresh)
-    with pytest.raises(CheckpointError):  # another model shape
-        fit(small(iterations=1, algorithm="metasgd", init=str(first)), progress=False)
+    data = load(first)
+    data.tensors["meta"]["fc1.weight"] = torch.zeros(20, 1)  # another model
+    other = tmp_path / "other.pt"
+    save(other, data.metadata, data.tensors)
+    with pytest.raises(CheckpointError, match="shape"):
+        fit(small(iterations=1, init=str(other)), progress=False)
+
+
+def test_warm_start_across_the_family_keeps_the_rules_neutral(tmp_path) -> None:
+    """Meta-SGD from a MAML checkpoint starts at MAML's theta with alpha = inner_lr, where it
+    equals MAML; the reverse would drop the learned alphas and is refused."""
+    first = tmp_path / "maml.pt"
+    theta, _ = fit(small(iterations=10), first, progress=False)
+    second = tmp_path / "metasgd.pt"
+    config = small(iterations=1, algorithm="metasgd", init=str(first))
+    start, _ = fit(config, progress=False, stop_after=0)
+    model = {n: w for n, w in start.items() if not n.startswith("rule.")}
+    assert same_weights(model, theta)
+    rates = [w for n, w in start.items() if n.startswith("rule.lr.")]
+    assert len(rates) == len(theta) and all(torch.all(r == config.inner_lr) for r in rates)
+    fit(config, second, progress=False)
+    info = load(second).metadata["initialised_from"]
+    assert info["algorithm"] == "maml" and sorted(info["kept_at_init"]) == sorted(
+        f"rule.lr.{n}" for n in theta
+    )
+    with pytest.raises(CheckpointError, match="unexpected"):
+        fit(small(iterations=1, init=str(second)), progress=False)
 
 
 def test_init_tasks_and_noise_have_their_own_streams() -> None:
