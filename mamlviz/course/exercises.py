@@ -113,14 +113,23 @@ def check_inner_step(fn: Callable[[LossFn, Params, Any, float], Params]) -> Resu
 
 @exercise(
     "hessian_vector_product",
-    hint="differentiate <grad L(params), v> once more (torch.func.vjp of torch.func.grad)",
+    hint="differentiate <grad L(params), v> once more (torch.func.vjp of torch.func.grad), or"
+    " take a central difference (grad L(p + eps v) - grad L(p - eps v)) / (2 eps), eps ~ 1e-4",
 )
 def check_hessian_vector_product(fn: Callable[[LossFn, Params, Any, Params], Params]) -> Result:
-    """``fn(loss_fn, params, examples, v) -> H v`` with H the Hessian of the loss at params."""
+    """``fn(loss_fn, params, examples, v) -> H v`` with H the Hessian of the loss at params.
+
+    Tolerance: 1e-5 of the largest entry of H v, per entry. Autodiff is exact to ~1e-15; a
+    float64 central difference with eps in [1e-5, 1e-3] and a forward difference with eps ~
+    1e-7 land within ~1e-6 of it. An error of one part in 10^5 is no conceptual mistake.
+    """
     loss_fn, theta, episode = problem(1)
     g = torch.Generator().manual_seed(1)
     v = {n: torch.randn(w.shape, generator=g, dtype=w.dtype) for n, w in theta.items()}
-    return close(fn(loss_fn, theta, episode.support, v), hvp(loss_fn, theta, episode.support, v))
+    reference = hvp(loss_fn, theta, episode.support, v)
+    scale = max(float(w.abs().max()) for w in reference.values())
+    answer = fn(loss_fn, theta, episode.support, v)
+    return close(answer, reference, rtol=1e-5, atol=1e-5 * scale)
 
 
 @exercise(
@@ -147,14 +156,22 @@ def check_fomaml_gradient(fn: Callable[[LossFn, Params, Episode, float], Params]
 
 @exercise("reptile_update", hint="interpolate towards phi: theta + outer_lr * (phi - theta)")
 def check_reptile_update(fn: Callable[[Params, Params, float], Params]) -> Result:
-    """``fn(theta, phi, outer_lr) -> new theta`` (Nichol et al. 2018, the serial version)."""
+    """``fn(theta, phi, outer_lr) -> new theta`` (Nichol et al. 2018, the serial version).
+
+    phi - theta is random with mixed signs and sizes, so answers that move every entry by the
+    same amount, or that use |phi - theta|, fail.
+    """
     _, theta, _ = problem(4)
-    phi = {n: w + 0.3 * torch.ones_like(w) for n, w in theta.items()}
+    g = torch.Generator().manual_seed(4)
+    phi = {n: w + 0.3 * torch.randn(w.shape, generator=g, dtype=w.dtype) for n, w in theta.items()}
     return close(fn(theta, phi, 0.1), {n: theta[n] + 0.1 * (phi[n] - theta[n]) for n in theta})
 
 
 @exercise(
-    "reptile_inner_coefficient", hint="E[g_Reptile] = k AvgGrad - k(k-1)/2 alpha AvgGradInner"
+    "reptile_inner_coefficient",
+    hint="expand each step's gradient g_j(phi_j) to first order around theta: it picks up"
+    " -alpha H_j times every earlier step's gradient; in expectation each ordered pair of"
+    " steps (i < j) gives one alpha AvgGradInner. Count the pairs",
 )
 def check_reptile_inner_coefficient(fn: Callable[[int], float]) -> Result:
     """``fn(k)`` -> the coefficient of alpha AvgGradInner in Reptile's expected update."""
@@ -192,22 +209,57 @@ def check_conjugate_gradient(
 
 
 @exercise("sinusoid_episode", hint="y = amplitude * sin(x - phase); Episode(Examples, Examples)")
-def check_sinusoid_episode(answer: Any) -> Result:
-    """Either ``fn(amplitude, phase, x_support, x_query) -> Episode`` (chapter 01), or an
-    ``Episode`` value of ONE sinusoid task with 5 support and 10 query points (chapter 00)."""
-    if callable(answer):
-        g = torch.Generator().manual_seed(7)
-        xs, xq = 10 * torch.rand(5, 1, generator=g) - 5, 10 * torch.rand(10, 1, generator=g) - 5
-        y = lambda x: 2.5 * torch.sin(x - 0.7)
-        expected = Episode(Examples(xs, y(xs)), Examples(xq, y(xq)))
-        flat = lambda ep: {f"{p}.{v}": getattr(getattr(ep, p), v) for p in ep._fields for v in "xy"}
-        return close(flat(answer(2.5, 0.7, xs, xq)), flat(expected), rtol=1e-5)
+def check_sinusoid_episode(fn: Callable[[float, float, Any, Any], Episode]) -> Result:
+    """``fn(amplitude, phase, x_support, x_query) -> Episode`` of that task (chapter 01)."""
+    g = torch.Generator().manual_seed(7)
+    xs, xq = 10 * torch.rand(5, 1, generator=g) - 5, 10 * torch.rand(10, 1, generator=g) - 5
+    y = lambda x: 2.5 * torch.sin(x - 0.7)
+    expected = Episode(Examples(xs, y(xs)), Examples(xq, y(xq)))
+    flat = lambda ep: {f"{p}.{v}": getattr(getattr(ep, p), v) for p in ep._fields for v in "xy"}
+    return close(flat(fn(2.5, 0.7, xs, xq)), flat(expected), rtol=1e-5)
+
+
+@exercise(
+    "sinusoid_task",
+    hint="one task of SinusoidTasks with 5 support and 10 query points: sample, then .task(0)",
+)
+def check_sinusoid_task(answer: Episode) -> Result:
+    """An ``Episode`` value of ONE sinusoid task with 5 support and 10 query points (chapter
+    00); see :func:`sinusoid_task_values`."""
+    return sinusoid_task_values(answer)
+
+
+def sinusoid_task_values(answer: Any) -> Result:
+    """An Episode VALUE of one task of MAML's distribution: y = A sin(x - phase) with
+    A in [0.1, 5], phase in [0, pi], x in [-5, 5], 5 support and 10 query points.
+
+    A sinusoid is a sin x + b cos x; the least-squares fit of (a, b) over all 15 points must
+    leave no residual (so support and query share one task, and an offset, y = x or noise
+    fail), and A = |(a, b)|, phase = atan2(-b, a) must lie in the ranges (so zeros and a
+    flipped sign, phase + pi, fail). From values alone, cos(x - p) is sin(x - (p - pi/2)): it
+    is rejected only where p - pi/2 falls outside [0, pi].
+    """
     (xs, ys), (xq, yq) = answer
     shapes = [tuple(t.shape) for t in (xs, ys, xq, yq)]
     if shapes != [(5, 1), (5, 1), (10, 1), (10, 1)]:
         return Result(False, f" (shapes {shapes}, expected support [5, 1] and query [10, 1])")
-    in_range = bool((xs.abs() <= 5).all() and (ys.abs() <= 5).all())
-    return Result(in_range, "" if in_range else " (x and y must lie in [-5, 5])")
+    x = torch.cat([xs, xq]).double().flatten()
+    y = torch.cat([ys, yq]).double().flatten()
+    if not bool((x.abs() <= 5).all()):
+        return Result(False, " (x must lie in [-5, 5])")
+    basis = torch.stack([torch.sin(x), torch.cos(x)], dim=1)
+    a, b = torch.linalg.lstsq(basis, y.unsqueeze(1)).solution.flatten()
+    residual = float((basis @ torch.stack([a, b]) - y).abs().max())
+    if residual > 1e-4 * max(1.0, float(y.abs().max())):
+        return Result(False, f" (the points are not one sinusoid: residual {residual:.2e})")
+    amplitude, phase = float(torch.hypot(a, b)), float(torch.atan2(-b, a))
+    if not (0.1 - 1e-6 <= amplitude <= 5 + 1e-6 and -1e-6 <= phase <= math.pi + 1e-6):
+        return Result(
+            False,
+            f" (amplitude {amplitude:.3f}, phase {phase:.3f}: MAML's tasks have amplitude in"
+            " [0.1, 5] and phase in [0, pi])",
+        )
+    return Result(True, f" (one task: amplitude {amplitude:.3f}, phase {phase:.3f})")
 
 
 @exercise("zero_predictor_mse", hint="E[A^2 sin^2(x - phase)] = E[A^2] / 2, A ~ U[0.1, 5]")

@@ -149,3 +149,76 @@ def test_the_policy_check_catches_a_redefinition() -> None:
     tree = parse("%matplotlib inline\ndef adapt(x):\n    return x\n")
     names = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
     assert names & package_names() == {"adapt"}
+
+
+def tags(cell: dict) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def checker_calls(source: str, asserted: bool | None = None) -> list[str]:
+    """Names X of ``exercises.check_X(...)`` calls in ``source``; with ``asserted`` True only
+    those that are the test of an ``assert`` statement."""
+    tree = parse(source)
+    wrapped = {id(n.test) for n in ast.walk(tree) if isinstance(n, ast.Assert)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            name = node.func.attr
+            if name.startswith("check_") and (asserted is None or id(node) in wrapped):
+                found.append(name.removeprefix("check_"))
+    return found
+
+
+MIN_CLAIMS = 3
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_claims_assert_and_every_exercise_has_a_collapsed_solution(path: Path) -> None:
+    """Claim cells hold asserts (at least 3 a chapter); every checker a chapter calls has a
+    solution cell after the first call, collapsed, tagged ``solution``, asserting the checker
+    accepts it (nbval runs it, so a solution its checker rejects fails the suite)."""
+    cells = [c for c in load(path)["cells"] if c["cell_type"] == "code"]
+    claims = [c for c in cells if "claim" in tags(c)]
+    assert len(claims) >= MIN_CLAIMS, f"{len(claims)} claim cells, need >= {MIN_CLAIMS}"
+    for cell in claims:
+        source = "".join(cell["source"])
+        assert any(isinstance(n, ast.Assert) for n in ast.walk(parse(source))), (
+            f"a claim cell without an assert: {source[:80]!r}"
+        )
+    for i, cell in enumerate(cells):
+        source = "".join(cell["source"])
+        if "solution" in tags(cell):
+            assert cell["metadata"].get("jupyter", {}).get("source_hidden") is True, (
+                f"solution cell {i} is not collapsed (metadata jupyter.source_hidden)"
+            )
+            names = checker_calls(source, asserted=True)
+            assert names, f"solution cell {i} does not assert exercises.check_<name>(...)"
+    first: dict[str, int] = {}
+    for i, cell in enumerate(cells):
+        if "solution" not in tags(cell):
+            for name in checker_calls("".join(cell["source"])):
+                first.setdefault(name, i)
+    for name, i in first.items():  # the exercise; later calls may demonstrate the checker
+        later = [c for c in cells[i + 1 :] if "solution" in tags(c)]
+        assert any(name in checker_calls("".join(c["source"]), True) for c in later), (
+            f"exercise check_{name} (code cell {i}) has no solution cell after it"
+        )
+
+
+def test_each_exercise_lives_in_one_chapter() -> None:
+    homes: dict[str, list[str]] = {}
+    for path in NOTEBOOKS:
+        cells = load(path)["cells"]
+        solved = {
+            n for c in cells if "solution" in tags(c) for n in checker_calls("".join(c["source"]))
+        }
+        for name in solved:
+            homes.setdefault(name, []).append(path.name)
+    repeated = {n: where for n, where in homes.items() if len(where) > 1}
+    assert not repeated, f"exercises in more than one chapter: {repeated}"
+
+
+def test_the_solution_check_catches_an_unasserted_or_missing_solution() -> None:
+    assert checker_calls("exercises.check_inner_step(f)", asserted=True) == []
+    assert checker_calls("assert exercises.check_inner_step(f)", asserted=True) == ["inner_step"]
+    assert checker_calls("_ = exercises.check_a(x)\nexercises.check_b(y)") == ["a", "b"]
