@@ -134,7 +134,8 @@ def test_landscape_paths_are_projected_trajectories(inits) -> None:
         point = sl.plane.point(float(sl.a[3]), float(sl.b[7]))
         assert float(sl.z[7, 3]) == pytest.approx(float(land.loss_fn(point, land.support)), 1e-5)
     losses = [land.trajectories[n].losses[-1] for n in land.names]
-    assert _numbers(land.readout.value) == pytest.approx(losses, abs=1.5e-3)
+    # the landscape readout prints 3 significant digits
+    assert _numbers(land.readout.value) == pytest.approx(losses, rel=5e-3)
 
 
 def test_landscape_divergence_and_recovery(inits) -> None:

@@ -7,7 +7,9 @@ redraws the fitted curves and the support loss per step, and prints the query MS
 ``inner_steps``.
 
 The support inputs are the first ``shots`` of a fixed pool and the query inputs are fixed, so
-moving a slider changes only what that slider controls.
+moving a slider changes only what that slider controls. A second line places ``inner_lr``
+against the curvature of the current support loss at the first init: 1 / lambda_max and
+2 / lambda_max of its Hessian (:func:`top_hessian_eigenvalue`).
 """
 
 from __future__ import annotations
@@ -23,20 +25,67 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from mamlviz.core.episode import Episode, Examples
-from mamlviz.core.functional import Params, make_loss
+from mamlviz.core.functional import LossFn, Params, make_loss, tree_dot, tree_norm
+from mamlviz.core.implicit import hvp
 from mamlviz.core.inner import Trajectory, adapt
 from mamlviz.core.rules import SGD
-from mamlviz.course.landscape import plane_through, surface
+from mamlviz.course.landscape import Plane, plane_through, surface
 from mamlviz.course.viz.common import MAIN_CLASS, Status, fmt, guarded, readout, slider
 from mamlviz.course.viz.sinusoid import (
     fit_figure,
     mpl_adaptation,
-    mpl_fits,
+    mpl_fits_and_losses,
     plotly_adaptation_animation,
     predictions,
 )
 from mamlviz.errors import DivergenceError
 from mamlviz.tasks.sinusoid import SinusoidTasks, sinusoid
+
+
+def top_hessian_eigenvalue(
+    loss_fn: LossFn, params: Params, examples: Examples, iters: int = 100, seed: int = 0
+) -> float:
+    """The eigenvalue of largest magnitude of the Hessian of ``loss_fn`` at ``params``, by power
+    iteration with Hessian-vector products (v <- H v / ||H v||, then the Rayleigh quotient
+    v^T H v); the Hessian is never formed. For gradient descent on a quadratic with that
+    curvature, a step size below 1 / lambda_max shrinks the error along the top eigenvector
+    without sign changes, between 1 / lambda_max and 2 / lambda_max it oscillates but shrinks,
+    and above 2 / lambda_max it grows: the classical stability limit.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    v = {n: torch.randn(w.shape, generator=generator, dtype=w.dtype) for n, w in params.items()}
+    params = {n: w.detach() for n, w in params.items()}
+    for _ in range(iters):
+        norm = tree_norm(v)
+        v = {n: t / norm for n, t in v.items()}
+        hv = hvp(loss_fn, params, examples, v)
+        if float(tree_norm(hv)) == 0.0:
+            return 0.0
+        rayleigh, v = float(tree_dot(v, hv)), hv
+    return rayleigh
+
+
+def curvature_note(lam: float, inner_lr: float) -> str:
+    """Where ``inner_lr`` lies against 1 / lambda_max and 2 / lambda_max, in words."""
+    if lam <= 0:
+        return f"lambda_max = {lam:.3g}: no positive curvature along the top direction"
+    lo, hi = 1 / lam, 2 / lam
+    if inner_lr < lo:
+        side = "below 1/lambda_max: along the sharpest direction each step shrinks the error"
+    elif inner_lr < hi:
+        side = (
+            "between 1/ and 2/lambda_max: along the sharpest direction each step overshoots"
+            " (zigzag) but still shrinks the error"
+        )
+    else:
+        side = (
+            "above 2/lambda_max: along the sharpest direction each step overshoots further"
+            " (unstable, at least while the curvature stays this large)"
+        )
+    return (
+        f"support-loss Hessian at the first init: lambda_max = {lam:.3g}, 1/lambda_max = {lo:.3g},"
+        f" 2/lambda_max = {hi:.3g}; inner_lr {inner_lr:.3g} is {side}"
+    )
 
 
 @dataclass
@@ -85,13 +134,15 @@ class AdaptationExplorer:
         self.figure = fit_figure(list(self.inits))
         self.figure.update_yaxes(range=[-6.5, 6.5], row=1, col=1)
         self.readout = readout()
+        self.curvature = readout()
+        self._lam_cache: dict[tuple, float] = {}
         self.status = Status()
         self.outcomes: dict[str, Outcome] = {}
         callback = guarded(self.status, self.update)
         for s in self.sliders.values():
             s.observe(callback, names="value")
         self.widget = widgets.VBox(
-            [*self.sliders.values(), self.readout, self.status.widget, self.figure],
+            [*self.sliders.values(), self.readout, self.curvature, self.status.widget, self.figure],
             layout=widgets.Layout(width="920px"),
         )
         self.widget.add_class(MAIN_CLASS)
@@ -109,6 +160,24 @@ class AdaptationExplorer:
             Examples(x_support, sinusoid(x_support, a, p)),
             Examples(self.x_query, sinusoid(self.x_query, a, p)),
         )
+
+    def lambda_max(self) -> float:
+        """Top Hessian eigenvalue of the current support loss at the first init (cached per
+        task and shots, so moving ``inner_lr`` or ``inner_steps`` does not recompute it)."""
+        key = tuple(self.value(n) for n in ("shots", "amplitude", "phase"))
+        if key not in self._lam_cache:
+            init = next(iter(self.inits.values()))
+            # 30 iterations (as scripts/sharpness.py): keeps a task slider's callback short
+            self._lam_cache[key] = top_hessian_eigenvalue(
+                self.loss_fn, init, self.episode().support, iters=30
+            )
+        return self._lam_cache[key]
+
+    def query_losses(self, name: str) -> list[float]:
+        """Query MSE at each fast weights phi_0 .. phi_k of ``name``'s last adaptation."""
+        query = self.episode().query
+        with torch.no_grad():
+            return [float(self.loss_fn(p, query)) for p in self.outcomes[name].trajectory.fast]
 
     def run(self) -> dict[str, Outcome]:
         """Adapt every starting point to the current task (no drawing)."""
@@ -148,6 +217,7 @@ class AdaptationExplorer:
                 fig.data[2 + 2 * n + i].y = losses
         parts = [f"{name} {fmt(out.query_mse)}" for name, out in outcomes.items()]
         self.readout.value = f"query MSE after {steps} steps: " + " · ".join(parts)
+        self.curvature.value = curvature_note(self.lambda_max(), self.value("inner_lr"))
         errors = [out.error for out in outcomes.values() if out.error]
         if errors:
             self.status.error("; ".join(errors))
@@ -155,38 +225,56 @@ class AdaptationExplorer:
             self.status.ok()
 
     def static_figure(self) -> Figure:
-        """Matplotlib version of the current state (the fallback where widgets do not render)."""
-        episode = self.episode()
+        """Matplotlib version of the widget's current state, both panels: fitted curves before
+        and after the inner loop, and the support loss per inner step."""
         truth = sinusoid(self.x_plot, self.value("amplitude"), self.value("phase"))
-        fits = {n: o.curves[-1] for n, o in self.outcomes.items() if not o.error}
+        ok = {n: o for n, o in self.outcomes.items() if not o.error}
+        curves = {n: o.curves for n, o in ok.items()}
+        losses = {n: o.trajectory.losses for n, o in ok.items()}
         steps, lr = self.value("inner_steps"), self.value("inner_lr")
         title = f"after {steps} steps at inner_lr {lr:.3g}, {self.value('shots')} shots"
-        return mpl_fits(self.x_plot, truth, episode.support, fits, title)
+        return mpl_fits_and_losses(
+            self.x_plot, truth, self.episode().support, curves, losses, title
+        )
 
-    def static_adaptation(self, steps: Sequence[int] = (0, 1, 2, 5, 10)) -> Figure:
-        """Matplotlib version of the animation: each init's curve after each of ``steps``."""
+    def static_adaptation(
+        self, steps: Sequence[int] = (0, 1, 2, 5, 10), along: str = "MAML"
+    ) -> Figure:
+        """Matplotlib version of :func:`animation`, every panel: each init's curve after each of
+        ``steps``, and the ``along`` init's path on the same plane over the support loss."""
         truth = sinusoid(self.x_plot, self.value("amplitude"), self.value("phase"))
         curves = {n: o.curves for n, o in self.outcomes.items() if not o.error}
-        return mpl_adaptation(self.x_plot, truth, self.episode().support, curves, steps)
+        _, a, b, z, coords = plane_panel(self, along)
+        plane = (a, b, z, {along: coords})
+        return mpl_adaptation(self.x_plot, truth, self.episode().support, curves, steps, plane)
+
+
+def plane_panel(
+    explorer: AdaptationExplorer, along: str = "MAML", grid: int = 31
+) -> tuple[Plane, Tensor, Tensor, Tensor, Tensor]:
+    """The parameter-space panel of :func:`animation` and its static twin: the plane through
+    the ``along`` init, its adapted weights and the next init, a ``grid x grid`` window of
+    the support loss on it, and the path's coordinates ``[inner_steps + 1, 2]``."""
+    path = explorer.outcomes[along].trajectory.fast
+    other = next(n for n in explorer.inits if n != along)
+    plane = plane_through(path[0], path[-1], explorer.inits[other])
+    coords = plane.project_path(path)
+    length = max(float(coords[:, 0].max()), 1e-3)
+    a = torch.linspace(-0.4 * length, 1.4 * length, grid)
+    b = torch.linspace(-0.9 * length, 0.9 * length, grid)
+    z = surface(explorer.loss_fn, plane, explorer.episode().support, a, b)
+    return plane, a, b, z, coords
 
 
 def animation(explorer: AdaptationExplorer, along: str = "MAML") -> go.Figure:
     """The explorer's current task as an animation: fitted curves per inner step (left) and
     the path from the ``along`` init on the plane through that init, its adapted weights and
     the next init, over the support loss (right)."""
-    outcomes = explorer.outcomes
-    path = outcomes[along].trajectory.fast
-    other = next(n for n in explorer.inits if n != along)
-    plane = plane_through(path[0], path[-1], explorer.inits[other])
-    coords = plane.project_path(path)
-    length = max(float(coords[:, 0].max()), 1e-3)
-    a = torch.linspace(-0.4 * length, 1.4 * length, 31)
-    b = torch.linspace(-0.9 * length, 0.9 * length, 31)
+    _, a, b, z, coords = plane_panel(explorer, along)
     support = explorer.episode().support
-    z = surface(explorer.loss_fn, plane, support, a, b)
     x = explorer.x_plot
     truth = sinusoid(x, explorer.value("amplitude"), explorer.value("phase"))
-    curves = {n: o.curves for n, o in outcomes.items() if not o.error}
+    curves = {n: o.curves for n, o in explorer.outcomes.items() if not o.error}
     return plotly_adaptation_animation(
         x, truth, support, curves, title="fits", plane=(a, b, z, {along: coords})
     )

@@ -61,20 +61,80 @@ def mpl_fits(
 
 
 def mpl_adaptation(
-    x: Tensor, truth: Tensor, support: Examples, curves: Curves, steps: Sequence[int]
+    x: Tensor,
+    truth: Tensor,
+    support: Examples,
+    curves: Curves,
+    steps: Sequence[int],
+    plane: tuple[Tensor, Tensor, Tensor, Curves] | None = None,
 ) -> Figure:
-    """One panel per starting point: the fitted curve after each of ``steps`` inner steps."""
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
-    for ax, (name, c) in zip(axes[0], curves.items(), strict=True):
+    """One panel per starting point: the fitted curve after each of ``steps`` inner steps.
+
+    ``plane = (a, b, z, paths)`` adds the static twin of the animation's parameter-space panel:
+    the support loss ``z [len(b), len(a)]`` on a plane (log colour scale) and each path
+    ``[inner_steps + 1, 2]``, with the points after ``steps`` marked.
+    """
+    panels = len(curves) + (plane is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), squeeze=False)
+    for ax, (name, c) in zip(axes[0], curves.items(), strict=False):
         ax.plot(_np(x), _np(truth), color=TRUTH_COLOR, lw=2.5, alpha=0.6, label="truth")
         shown = [k for k in steps if k < len(c)]
         for i, k in enumerate(shown):
             alpha = 0.25 + 0.75 * (i + 1) / len(shown)
             ax.plot(_np(x), _np(c[k]), color=color(name), alpha=alpha, label=f"{k} steps")
-        ax.scatter(_np(support.x), _np(support.y), color="k", zorder=5, s=18)
+        ax.scatter(_np(support.x), _np(support.y), color="k", zorder=5, s=18, label="support")
         ax.set(title=f"from the {name} init", xlabel="x")
         ax.legend(fontsize=7, loc="upper right")
     axes[0][0].set_ylabel("y")
+    if plane is not None:
+        _mpl_plane_panel(axes[0][-1], fig, plane, steps)
+    fig.tight_layout()
+    return fig
+
+
+def _mpl_plane_panel(
+    ax: plt.Axes, fig: Figure, plane: tuple[Tensor, Tensor, Tensor, Curves], steps: Sequence[int]
+) -> None:
+    """Parameter space: log10 support loss on the plane, each path with its ``steps`` marked."""
+    a, b, z, paths = plane
+    z_log = torch.log10(torch.nan_to_num(z, nan=1e6, posinf=1e6).clamp(1e-4, 1e6))
+    image = ax.contourf(_np(a), _np(b), z_log.numpy(), levels=20, cmap="viridis")
+    fig.colorbar(image, ax=ax, shrink=0.85, label="log10 support loss")
+    for name, p in paths.items():
+        ax.plot(_np(p[:, 0]), _np(p[:, 1]), "-", color=color(name), lw=1.5, label=f"{name} path")
+        shown = [k for k in steps if k < len(p)]
+        ax.scatter(_np(p[shown, 0]), _np(p[shown, 1]), color=color(name), edgecolor="white",
+                   zorder=5, s=30, label=f"after {', '.join(map(str, shown))} steps")  # fmt: skip
+    ax.set(title="parameter space (a plane)", xlabel="a", ylabel="b")
+    ax.legend(fontsize=7, loc="upper right")
+
+
+def mpl_fits_and_losses(
+    x: Tensor,
+    truth: Tensor,
+    support: Examples,
+    curves: Curves,
+    losses: Mapping[str, Sequence[float]],
+    title: str = "",
+) -> Figure:
+    """Static twin of :func:`fit_figure`'s two panels: left, ground truth, support points and
+    per starting point its curve before (dotted) and after (solid) the inner loop; right, the
+    support loss after each inner step (log scale)."""
+    fig, (ax, ax_loss) = plt.subplots(
+        1, 2, figsize=(10.5, 3.6), gridspec_kw=dict(width_ratios=[0.62, 0.38])
+    )
+    ax.plot(_np(x), _np(truth), color=TRUTH_COLOR, lw=2.5, alpha=0.6, label="ground truth")
+    for name, c in curves.items():
+        ax.plot(_np(x), _np(c[0]), color=color(name), lw=1, ls=":", label=f"{name} (0 steps)")
+        ax.plot(_np(x), _np(c[-1]), color=color(name), lw=1.8, label=name)
+    ax.scatter(_np(support.x), _np(support.y), color="k", zorder=5, label="support")
+    ax.set(xlabel="x", ylabel="y", title=title)
+    ax.legend(fontsize=7, loc="upper right", ncol=2)
+    for name, values in losses.items():
+        ax_loss.plot(range(len(values)), list(values), "o-", color=color(name), ms=3, label=name)
+    ax_loss.set(xlabel="inner step", ylabel="support MSE", yscale="log",
+                title="support loss per inner step")  # fmt: skip
+    ax_loss.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -188,8 +248,9 @@ def plotly_adaptation_animation(
 def fit_figure(names: Sequence[str], width: int = 900) -> go.FigureWidget:
     """The live figure of chapter 02: fits (left) and support loss per inner step (right).
 
-    Traces: 0 ground truth, 1 support points, then per name its start curve (dotted) and its
-    adapted curve, then per name its loss curve. :mod:`mamlviz.course.viz.adaptation` fills them.
+    Traces (every one in the legend): 0 ground truth, 1 support points, then per name its start
+    curve (dotted) and its adapted curve, then per name its support loss curve.
+    :mod:`mamlviz.course.viz.adaptation` fills them.
     """
     fig = make_subplots(
         rows=1, cols=2, column_widths=[0.62, 0.38],
@@ -201,13 +262,16 @@ def fit_figure(names: Sequence[str], width: int = 900) -> go.FigureWidget:
     )
     for name in names:
         style = dict(color=color(name), dash="dot", width=1)
-        fig.add_trace(go.Scatter(name=f"{name} (0 steps)", line=style, showlegend=False), 1, 1)
-        fig.add_trace(go.Scatter(name=name, line=dict(color=color(name), width=2.5)), 1, 1)
+        fig.add_trace(go.Scatter(name=f"{name} (0 steps)", line=style, legendgroup=name), 1, 1)
+        line = dict(color=color(name), width=2.5)
+        fig.add_trace(go.Scatter(name=name, line=line, legendgroup=name), 1, 1)
     for name in names:
         line = dict(color=color(name))
         fig.add_trace(
-            go.Scatter(name=name, mode="lines+markers", line=line, showlegend=False), 1, 2
-        )
+            go.Scatter(name=f"{name} support loss", mode="lines+markers", line=line,
+                       legendgroup=name),
+            1, 2,
+        )  # fmt: skip
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_xaxes(title_text="x", row=1, col=1)
     fig.update_xaxes(title_text="inner step", row=1, col=2)
