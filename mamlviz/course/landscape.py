@@ -15,6 +15,10 @@ ways to choose it:
 
 :func:`surface` evaluates a loss on a whole grid of the plane at once, with ``torch.func.vmap``
 over the grid points (a 41 x 41 grid is one batched forward, not 1,681 of them).
+:func:`window_around` picks a square window (same scale on both axes) that holds a whole
+inner-loop path, :func:`losses_per_step` runs the inner loop at one ``inner_lr`` and
+:func:`curvature_along` measures the support loss's curvature ``d^T H d / d^T d`` along a
+direction, the number that decides how large a gradient step may be before it overshoots.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ from torch.func import vmap
 
 from mamlviz.core.episode import Examples
 from mamlviz.core.functional import LossFn, Params, tree_dot, tree_norm, tree_sub
+from mamlviz.core.implicit import hvp
+from mamlviz.core.inner import Trajectory, adapt
+from mamlviz.core.rules import SGD
+from mamlviz.errors import DivergenceError
 
 
 @dataclass(frozen=True)
@@ -169,3 +177,59 @@ def grid_around(
         torch.linspace(float(lo[0]), float(hi[0]), n, dtype=dtype),
         torch.linspace(float(lo[1]), float(hi[1]), n, dtype=dtype),
     )
+
+
+def window_around(
+    coords: Tensor,
+    base: tuple[float, float, float, float],
+    margin: float = 0.08,
+) -> tuple[float, float, float, float]:
+    """The smallest square window ``(a_lo, a_hi, b_lo, b_hi)`` holding ``base`` and ``coords``.
+
+    ``coords`` ``[m, 2]`` are plane coordinates (e.g. a projected path); each side of their
+    bounding box gets ``margin`` times the larger side as room, then the window is widened
+    about its centre until both sides are equal, so distances read the same on both axes.
+    Non-finite rows are ignored.
+    """
+    a_lo, a_hi, b_lo, b_hi = base
+    finite = coords[torch.isfinite(coords).all(dim=1)]
+    if len(finite):
+        lo, hi = finite.min(0).values.tolist(), finite.max(0).values.tolist()
+        room = margin * max(hi[0] - lo[0], hi[1] - lo[1])
+        a_lo, a_hi = min(a_lo, lo[0] - room), max(a_hi, hi[0] + room)
+        b_lo, b_hi = min(b_lo, lo[1] - room), max(b_hi, hi[1] + room)
+    half = max(a_hi - a_lo, b_hi - b_lo) / 2
+    a_mid, b_mid = (a_lo + a_hi) / 2, (b_lo + b_hi) / 2
+    return a_mid - half, a_mid + half, b_mid - half, b_mid + half
+
+
+def losses_per_step(
+    loss_fn: LossFn, init: Params, support: Examples, inner_lr: float, steps: int
+) -> Tensor:
+    """Support loss before each of ``steps`` SGD steps and after the last: ``[steps + 1]``.
+
+    Where the loss stops being finite (divergence) that entry and every later one are ``inf``.
+    """
+    trajectory = Trajectory()
+    try:
+        adapt(loss_fn, init, support, SGD(inner_lr), steps, record=trajectory.record,
+              check_finite=True)  # fmt: skip
+    except DivergenceError:
+        pass
+    out = torch.full((steps + 1,), float("inf"), dtype=torch.float64)
+    out[: len(trajectory.losses)] = torch.tensor(trajectory.losses, dtype=torch.float64)
+    return out.masked_fill(~torch.isfinite(out), float("inf"))
+
+
+def curvature_along(
+    loss_fn: LossFn, params: Params, examples: Examples, direction: Params
+) -> float:
+    r"""Curvature of the loss along ``direction``: the Rayleigh quotient ``d^T H d / d^T d``.
+
+    H is the Hessian at ``params`` (Hessian-vector product, :func:`mamlviz.core.implicit.hvp`).
+    On a quadratic a gradient step of size ``lr`` along a direction of curvature ``c`` changes
+    the loss by ``-lr |g|^2 + lr^2 c |g|^2 / 2``: it undershoots for ``lr < 1/c``, lands on the
+    minimum of that line at ``1/c`` and raises the loss beyond ``2/c``.
+    """
+    hd = hvp(loss_fn, params, examples, direction)
+    return float(tree_dot(direction, hd) / tree_dot(direction, direction))
