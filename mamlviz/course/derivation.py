@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, vjp
 
-from mamlviz.core.episode import Episode
+from mamlviz.core.episode import Episode, Examples
 from mamlviz.core.functional import LossFn, Params, call, make_loss, tree_dot, tree_norm, tree_sub
 from mamlviz.core.implicit import hvp
 
@@ -194,3 +194,65 @@ def first_order_errors(
     errors = torch.tensor([p[0] for p in pairs], dtype=torch.float64)
     cosines = torch.tensor([p[1] for p in pairs], dtype=torch.float64)
     return errors, cosines
+
+
+def mean_params(trees: Sequence[Params]) -> Params:
+    """The average of parameter dicts (e.g. the meta-batch average of per-task gradients)."""
+    return {n: sum(t[n] for t in trees) / len(trees) for n in trees[0]}
+
+
+def per_task_gradients(
+    loss_fn: LossFn, theta: Params, episodes: Sequence[Episode], inner_lr: float
+) -> tuple[list[Params], list[Params]]:
+    """(MAML's exact meta-gradients, FOMAML's gradients), one of each per episode."""
+    exact = [exact_meta_gradient(loss_fn, theta, e, inner_lr) for e in episodes]
+    return exact, [fomaml_gradient(loss_fn, theta, e, inner_lr) for e in episodes]
+
+
+def meta_batch_first_order_error(
+    loss_fn: LossFn, theta: Params, episodes: Sequence[Episode], inner_lr: float
+) -> tuple[float, float]:
+    r"""(relative error, cosine) of the meta-batch-averaged FOMAML gradient against MAML's.
+
+    Meta-training steps along the average over a meta-batch of tasks, an estimate of the
+    expected meta-gradient E_T[(I - \alpha H_s) \nabla L_q(\theta')]; the per-task errors
+    \alpha H_s \nabla L_q(\theta') point in different directions and partly cancel in it.
+    """
+    exact, fo = per_task_gradients(loss_fn, theta, episodes, inner_lr)
+    return relative_error(mean_params(fo), mean_params(exact)), cosine(
+        mean_params(fo), mean_params(exact)
+    )
+
+
+def top_hessian_eigenvalue(
+    loss_fn: LossFn, theta: Params, examples: Examples, iters: int = 100, seed: int = 0
+) -> float:
+    r"""The eigenvalue of largest magnitude of H = \nabla^2 L(\theta), by power iteration on
+    Hessian-vector products (v <- H v / ||H v||; H is never formed): the Rayleigh quotient
+    v^T H v of the last unit iterate v.
+
+    Two readings the course uses. Gradient descent on a quadratic of that curvature is stable
+    for \alpha < 2 / \lambda_max (below 1 / \lambda_max without sign changes, between the two
+    it zigzags but shrinks). And \alpha |\lambda| >= 1 means the factor I - \alpha H of the
+    meta-gradient is nowhere near I along that direction.
+    """
+    g = torch.Generator().manual_seed(seed)
+    v = {n: torch.randn(w.shape, generator=g, dtype=w.dtype) for n, w in theta.items()}
+    theta = {n: w.detach() for n, w in theta.items()}
+    value = 0.0
+    for _ in range(iters):
+        norm = tree_norm(v)
+        v = {n: x / norm for n, x in v.items()}
+        hv = hvp(loss_fn, theta, examples, v)
+        if float(tree_norm(hv)) == 0.0:
+            return 0.0
+        value, v = float(tree_dot(v, hv)), hv
+    return value
+
+
+def loglog_slope(xs: Sequence[float] | Tensor, ys: Sequence[float] | Tensor) -> float:
+    """Least-squares slope of log10(y) against log10(x): p where y ~ C x^p."""
+    x = torch.log10(torch.as_tensor(xs, dtype=torch.float64))
+    y = torch.log10(torch.as_tensor(ys, dtype=torch.float64))
+    xc = x - x.mean()
+    return float((xc * (y - y.mean())).sum() / (xc * xc).sum())

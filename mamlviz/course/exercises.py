@@ -169,9 +169,9 @@ def check_reptile_update(fn: Callable[[Params, Params, float], Params]) -> Resul
 
 @exercise(
     "reptile_inner_coefficient",
-    hint="expand each step's gradient g_j(phi_j) to first order around theta: it picks up"
-    " -alpha H_j times every earlier step's gradient; in expectation each ordered pair of"
-    " steps (i < j) gives one alpha AvgGradInner. Count the pairs",
+    hint="write phi_i = theta - alpha (g_1 + ... + g_{i-1}), expand g_i = L_i'(phi_i) to first"
+    " order in alpha, and count the cross terms H_i g_j: each is alpha AvgGradInner in"
+    " expectation",
 )
 def check_reptile_inner_coefficient(fn: Callable[[int], float]) -> Result:
     """``fn(k)`` -> the coefficient of alpha AvgGradInner in Reptile's expected update."""

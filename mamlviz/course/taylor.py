@@ -1,14 +1,16 @@
 r"""Chapter 05: Reptile, FOMAML and MAML to leading order in \alpha (Nichol, Achiam & Schulman
 2018, "On First-Order Meta-Learning Algorithms", section 5.1).
 
-The paper's setting: one task, k minibatches with losses L_1 .. L_k, and k steps of SGD from
-\phi_1 = \theta, step i on minibatch i:  \phi_{i+1} = \phi_i - \alpha g_i,  g_i = L_i'(\phi_i).
+Throughout the course ``k`` is the number of inner SGD steps (``inner_steps``). One task, k + 1
+minibatches with losses L_1 .. L_{k+1}, and k steps of SGD from \phi_1 = \theta on the first k,
+step i on minibatch i:  \phi_{i+1} = \phi_i - \alpha g_i,  g_i = L_i'(\phi_i).
 
-* MAML and FOMAML adapt on the first k-1 minibatches and use the k-th as the query:
-      g_MAML   = d/d\phi_1 L_k(\phi_k) = \prod_{j<k} (I - \alpha L_j''(\phi_j)) L_k'(\phi_k)
-      g_FOMAML = L_k'(\phi_k)
-* Reptile takes all k steps and uses the scaled pseudo-gradient
-      g_Reptile = (\phi_1 - \phi_{k+1}) / \alpha = \sum_i g_i.
+* MAML and FOMAML adapt with those k steps and use minibatch k + 1 as the query:
+      g_MAML   = d/d\phi_1 L_{k+1}(\phi_{k+1})
+               = \prod_{j<=k} (I - \alpha L_j''(\phi_j)) L_{k+1}'(\phi_{k+1})
+      g_FOMAML = L_{k+1}'(\phi_{k+1})
+* Reptile takes the same k steps (it has no query) and uses the scaled pseudo-gradient
+      g_Reptile = (\phi_1 - \phi_{k+1}) / \alpha = \sum_{i<=k} g_i.
 
 With \bar g_i = L_i'(\theta) and \bar H_i = L_i''(\theta), expand to first order in \alpha and
 average over the order of the minibatches (they are exchangeable):
@@ -16,12 +18,15 @@ average over the order of the minibatches (they are exchangeable):
     AvgGrad      = E[\bar g_i]                  (the gradient of the expected loss)
     AvgGradInner = E[\bar H_i \bar g_j], i != j  (= 1/2 d/d\theta E[\bar g_i . \bar g_j])
 
-    E[g_MAML]    = AvgGrad - 2(k-1) \alpha AvgGradInner  + O(\alpha^2)
-    E[g_FOMAML]  = AvgGrad -  (k-1) \alpha AvgGradInner  + O(\alpha^2)
+    E[g_MAML]    = AvgGrad - 2k \alpha AvgGradInner  + O(\alpha^2)
+    E[g_FOMAML]  = AvgGrad -  k \alpha AvgGradInner  + O(\alpha^2)
     E[g_Reptile] = k AvgGrad - k(k-1)/2 \alpha AvgGradInner + O(\alpha^2)
 
-Here the expectation over orders is taken exactly, over all k! permutations of k fixed
-minibatches, so the identities hold up to O(\alpha^2) for any network (tested).
+The paper counts minibatches instead: its k is our k + 1 for MAML and FOMAML (k - 1 inner
+steps, coefficients 2(k-1) and k-1), and our k for Reptile. Here the expectation over orders is
+taken exactly, over all (k+1)! permutations of k + 1 fixed minibatches, so the identities hold
+up to O(\alpha^2) for any network (tested). AvgGrad and AvgGradInner are not orthogonal, so the
+coefficients of an update are read off by least squares (:func:`fit_coefficients`).
 """
 
 from __future__ import annotations
@@ -30,11 +35,19 @@ import itertools
 from collections.abc import Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.func import grad
 
 from mamlviz.core.episode import Examples
-from mamlviz.core.functional import LossFn, Params, detach, tree_norm, tree_sub
+from mamlviz.core.functional import (
+    LossFn,
+    Params,
+    detach,
+    flatten,
+    tree_dot,
+    tree_norm,
+    tree_sub,
+)
 from mamlviz.core.implicit import hvp
 
 ALGORITHMS = ("maml", "fomaml", "reptile")
@@ -66,25 +79,29 @@ def sgd_path(
 def gradients(
     loss_fn: LossFn, theta: Params, batches: Sequence[Examples], inner_lr: float
 ) -> dict[str, Params]:
-    r"""g_MAML, g_FOMAML and g_Reptile for one order of the k minibatches (paper's definitions)."""
+    r"""g_MAML, g_FOMAML and g_Reptile for one order of the k + 1 minibatches.
+
+    k = ``len(batches) - 1`` inner SGD steps on ``batches[:k]``; MAML and FOMAML take the query
+    gradient on ``batches[k]``; Reptile returns (\theta - \phi_{k+1}) / \alpha after the same
+    k steps (Nichol et al. 2018, section 5.1, with k counting inner steps).
+    """
     *inner, last = batches
 
     def maml_objective(th: Params) -> object:
         return loss_fn(sgd_path(loss_fn, th, inner, inner_lr)[-1], last)
 
-    phi_k = detach(sgd_path(loss_fn, theta, inner, inner_lr)[-1])
-    phi_end = sgd_path(loss_fn, theta, batches, inner_lr)[-1]
+    phi = detach(sgd_path(loss_fn, theta, inner, inner_lr)[-1])
     return {
         "maml": grad(maml_objective)(theta),
-        "fomaml": grad(loss_fn)(phi_k, last),
-        "reptile": {n: (theta[n] - phi_end[n]) / inner_lr for n in theta},
+        "fomaml": grad(loss_fn)(phi, last),
+        "reptile": {n: (theta[n] - phi[n]) / inner_lr for n in theta},
     }
 
 
 def expected_gradients(
     loss_fn: LossFn, theta: Params, batches: Sequence[Examples], inner_lr: float
 ) -> dict[str, Params]:
-    """:func:`gradients` averaged over all orders of the minibatches (k! of them)."""
+    """:func:`gradients` averaged over all orders of the minibatches ((k+1)! of them)."""
     orders = list(itertools.permutations(range(len(batches))))
     total: dict[str, Params] = {}
     for order in orders:
@@ -96,42 +113,91 @@ def expected_gradients(
 
 
 def avg_terms(loss_fn: LossFn, theta: Params, batches: Sequence[Examples]) -> tuple[Params, Params]:
-    r"""(AvgGrad, AvgGradInner) at \theta over the k minibatches (ordered pairs i != j)."""
-    k = len(batches)
+    r"""(AvgGrad, AvgGradInner) at \theta over the minibatches (ordered pairs i != j)."""
+    n_batches = len(batches)
     grads = [grad(loss_fn)(theta, b) for b in batches]
-    avg_grad = {n: sum(g[n] for g in grads) / k for n in theta}
-    pairs = [(i, j) for i in range(k) for j in range(k) if i != j]
+    avg_grad = {n: sum(g[n] for g in grads) / n_batches for n in theta}
+    pairs = [(i, j) for i in range(n_batches) for j in range(n_batches) if i != j]
     inner = [hvp(loss_fn, theta, batches[i], grads[j]) for i, j in pairs]
     avg_inner = {n: sum(h[n] for h in inner) / len(pairs) for n in theta}
     return avg_grad, avg_inner
 
 
+def pair_inner_product(loss_fn: LossFn, theta: Params, batches: Sequence[Examples]) -> Tensor:
+    r"""E[\bar g_i . \bar g_j] over ordered pairs i != j: how well minibatch gradients agree.
+
+    Its gradient in \theta is 2 AvgGradInner (product rule, H symmetric; tested), so a step
+    along +AvgGradInner increases it.
+    """
+    grads = [grad(loss_fn)(theta, b) for b in batches]
+    pairs = [(i, j) for i in range(len(batches)) for j in range(len(batches)) if i != j]
+    return sum(tree_dot(grads[i], grads[j]) for i, j in pairs) / len(pairs)
+
+
 def coefficients(k: int) -> dict[str, tuple[float, float]]:
-    """(coefficient of AvgGrad, coefficient of alpha AvgGradInner) per algorithm, k steps."""
+    """(coefficient of AvgGrad, coefficient of alpha AvgGradInner) per algorithm, k inner steps.
+
+    MAML (1, -2k), FOMAML (1, -k), Reptile (k, -k(k-1)/2): Nichol et al. (2018) section 5.1
+    with the paper's minibatch count k_paper = k + 1 for MAML and FOMAML, = k for Reptile.
+    """
     return {
-        "maml": (1.0, -2.0 * (k - 1)),
-        "fomaml": (1.0, -1.0 * (k - 1)),
-        "reptile": (float(k), -0.5 * k * (k - 1)),
+        "maml": (1.0, -2.0 * k),
+        "fomaml": (1.0, -1.0 * k),
+        "reptile": (float(k), -(k * (k - 1)) / 2),
     }
 
 
 def predictions(avg_grad: Params, avg_inner: Params, k: int, inner_lr: float) -> dict[str, Params]:
-    """The leading-order predictions E[g] = a AvgGrad + b alpha AvgGradInner per algorithm."""
+    """The leading-order predictions E[g] = a AvgGrad + b alpha AvgGradInner (k inner steps)."""
     return {
         name: {n: a * avg_grad[n] + b * inner_lr * avg_inner[n] for n in avg_grad}
         for name, (a, b) in coefficients(k).items()
     }
 
 
+def fit_coefficients(
+    g: Params, avg_grad: Params, avg_inner: Params, inner_lr: float
+) -> tuple[float, float]:
+    r"""Least-squares (a, b) minimising ||g - a AvgGrad - b \alpha AvgGradInner||.
+
+    The two directions are not orthogonal, so the components of g along the unit vectors are
+    not the coefficients; the 2 x 2 normal equations [u_i . u_j] (a, b) = (u_i . g) are, with
+    u_1 = AvgGrad and u_2 = \alpha AvgGradInner. Exact for any g in their span (tested).
+    """
+    u = (flatten(avg_grad), inner_lr * flatten(avg_inner))
+    v = flatten(g)
+    gram = torch.stack([torch.stack([u[i] @ u[j] for j in range(2)]) for i in range(2)])
+    rhs = torch.stack([u[0] @ v, u[1] @ v])
+    a, b = torch.linalg.solve(gram, rhs).tolist()
+    return a, b
+
+
+def fitted_coefficients(
+    loss_fn: LossFn, theta: Params, batches: Sequence[Examples], inner_lr: float
+) -> dict[str, tuple[float, float]]:
+    """:func:`fit_coefficients` of each exact expected gradient (k = len(batches) - 1 steps).
+
+    Tends to :func:`coefficients` (k) as inner_lr -> 0, the error on b being O(inner_lr).
+    """
+    avg_grad, avg_inner = avg_terms(loss_fn, theta, batches)
+    exact = expected_gradients(loss_fn, theta, batches, inner_lr)
+    return {
+        name: fit_coefficients(exact[name], avg_grad, avg_inner, inner_lr) for name in ALGORITHMS
+    }
+
+
 def taylor_errors(
     loss_fn: LossFn, theta: Params, batches: Sequence[Examples], inner_lrs: Sequence[float]
 ) -> dict[str, list[float]]:
-    r"""||E[g] - prediction|| per algorithm for each \alpha: falls like \alpha^2."""
+    r"""||E[g] - prediction|| per algorithm for each \alpha (k = len(batches) - 1 inner steps).
+
+    Falls like \alpha^2: the prediction is the expansion to first order.
+    """
     avg_grad, avg_inner = avg_terms(loss_fn, theta, batches)
     errors: dict[str, list[float]] = {name: [] for name in ALGORITHMS}
     for a in inner_lrs:
         exact = expected_gradients(loss_fn, theta, batches, a)
-        predicted = predictions(avg_grad, avg_inner, len(batches), a)
+        predicted = predictions(avg_grad, avg_inner, len(batches) - 1, a)
         for name in ALGORITHMS:
             errors[name].append(float(tree_norm(tree_sub(exact[name], predicted[name]))))
     return errors

@@ -148,3 +148,38 @@ def test_below_the_first_relu_kink_the_taylor_error_is_exactly_second_order() ->
     assert kink > 1e-7
     small, large = (d.taylor_objective(loss_fn, theta, episode, a).error for a in (kink / 10, kink))
     assert large / small == pytest.approx(100, rel=0.02)
+
+
+def test_meta_batch_error_compares_the_averaged_gradients() -> None:
+    _, loss_fn, theta, episode = problem(7)
+    _, _, _, other = problem(8)
+    alpha = 0.03
+    err, cos = d.meta_batch_first_order_error(loss_fn, theta, [episode, other], alpha)
+    fo = (flatten(d.fomaml_gradient(loss_fn, theta, episode, alpha))
+          + flatten(d.fomaml_gradient(loss_fn, theta, other, alpha))) / 2  # fmt: skip
+    ex = (flatten(d.autodiff_meta_gradient(loss_fn, theta, episode, alpha))
+          + flatten(d.autodiff_meta_gradient(loss_fn, theta, other, alpha))) / 2  # fmt: skip
+    assert err == pytest.approx(((fo - ex).norm() / ex.norm()).item(), rel=1e-10)
+    assert cos == pytest.approx(torch.nn.functional.cosine_similarity(fo, ex, dim=0).item())
+    # one task: the meta-batch numbers are the per-task ones
+    one = d.meta_batch_first_order_error(loss_fn, theta, [episode], alpha)
+    assert one == pytest.approx(d.first_order_error(loss_fn, theta, episode, alpha))
+
+
+def test_top_hessian_eigenvalue_matches_the_dense_spectrum() -> None:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = MLP(1, (6, 6), 1).double()
+    loss_fn, theta = make_loss(model, "mse"), params_of(model)
+    episode = problem(0)[3]
+    eig = torch.linalg.eigvalsh(hessian(loss_fn, theta, episode.support))
+    top = eig[eig.abs().argmax()].item()
+    assert d.top_hessian_eigenvalue(loss_fn, theta, episode.support, iters=500) == pytest.approx(
+        top, rel=1e-6
+    )
+
+
+def test_loglog_slope_of_power_laws() -> None:
+    x = [1e-4, 1e-3, 1e-2]
+    assert d.loglog_slope(x, [3 * a**2 for a in x]) == pytest.approx(2.0, abs=1e-12)
+    assert d.loglog_slope(x, [0.5 / a for a in x]) == pytest.approx(-1.0, abs=1e-12)

@@ -17,6 +17,7 @@ from mamlviz.course.viz.reptile import (
     minibatches,
     plot_costs,
     plot_taylor_summary,
+    projections,
     smooth_problem,
     taylor_summary,
     taylor_widget,
@@ -27,12 +28,18 @@ matplotlib.use("Agg")
 
 
 def test_coefficients_match_the_paper() -> None:
-    assert taylor.coefficients(1) == {"maml": (1, 0), "fomaml": (1, 0), "reptile": (1, 0)}
-    assert taylor.coefficients(3) == {"maml": (1, -4), "fomaml": (1, -2), "reptile": (3, -3)}
+    """k = inner steps: MAML (1, -2k), FOMAML (1, -k), Reptile (k, -k(k-1)/2)."""
+    assert taylor.coefficients(1) == {"maml": (1, -2), "fomaml": (1, -1), "reptile": (1, 0)}
+    assert taylor.coefficients(2) == {"maml": (1, -4), "fomaml": (1, -2), "reptile": (2, -1)}
+    # The paper counts k_p minibatches: MAML/FOMAML take k_p - 1 inner steps, Reptile k_p.
+    for k_p in (2, 3, 5):
+        assert taylor.coefficients(k_p - 1)["maml"] == (1, -2 * (k_p - 1))
+        assert taylor.coefficients(k_p - 1)["fomaml"] == (1, -(k_p - 1))
+        assert taylor.coefficients(k_p)["reptile"] == (k_p, -k_p * (k_p - 1) / 2)
 
 
 def test_gradients_follow_the_papers_definitions() -> None:
-    """k = 2: MAML/FOMAML adapt on minibatch 1, query minibatch 2; Reptile steps on both."""
+    """k = 1: MAML/FOMAML adapt on minibatch 1, query minibatch 2; Reptile steps on 1 only."""
     model = taylor.tanh_mlp(0, hidden=8)
     learner_fn = lambda alg, steps: make_learner(
         alg, model, "mse", inner_lr=0.05, inner_steps=steps
@@ -43,26 +50,76 @@ def test_gradients_follow_the_papers_definitions() -> None:
     for alg in ("maml", "fomaml"):
         ref, _ = unrolled(learner_fn(alg, 1), theta, Episode(b1, b2))
         torch.testing.assert_close(flatten(g[alg]), flatten(ref))
-    # Reptile on the same minibatch twice == the package's pseudo-gradient / alpha.
-    same = taylor.gradients(loss_fn, theta, [b1, b1], 0.05)["reptile"]
-    ref, _ = reptile(learner_fn("reptile", 2), theta, Episode(b1, b1))
+    ref, _ = reptile(learner_fn("reptile", 1), theta, Episode(b1, b2))
+    torch.testing.assert_close(flatten(g["reptile"]), flatten(ref) / 0.05)
+    # k = 2 steps on the same minibatch twice == the package's 2-step pseudo-gradient / alpha.
+    same = taylor.gradients(loss_fn, theta, [b1, b1, b2], 0.05)["reptile"]
+    ref, _ = reptile(learner_fn("reptile", 2), theta, Episode(b1, b2))
     torch.testing.assert_close(flatten(same), flatten(ref) / 0.05)
 
 
-@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("k", [1, 2])
 def test_expected_gradients_approach_the_predictions_at_order_alpha_squared(k: int) -> None:
     loss_fn, theta = smooth_problem(0)
-    batches = minibatches(0, k)
+    batches = minibatches(0, k + 1)
     errors = taylor.taylor_errors(loss_fn, theta, batches, [1e-4, 1e-3])
     for name, (small, large) in errors.items():
+        if k == 1 and name == "reptile":  # one step: g_Reptile = AvgGrad-term exactly, error 0
+            assert large < 1e-10, large
+            continue
         assert 80 < large / small < 120, (name, small, large)
 
 
+def test_fit_recovers_the_coefficients_of_any_combination() -> None:
+    """Least squares in a non-orthogonal pair of directions is exact inside their span."""
+    g = torch.Generator().manual_seed(0)
+    u = {"w": torch.randn(5, 3, generator=g, dtype=torch.float64)}
+    v = {"w": u["w"] + 0.3 * torch.randn(5, 3, generator=g, dtype=torch.float64)}  # cos ~ 0.95
+    combo = {"w": 2.5 * u["w"] - 4.0 * 0.01 * v["w"]}
+    a, b = taylor.fit_coefficients(combo, u, v, 0.01)
+    assert a == pytest.approx(2.5, abs=1e-10) and b == pytest.approx(-4.0, abs=1e-10)
+    # ...whereas the component along unit v, read as a coefficient, even has the wrong sign.
+    _, along_v = projections(combo, u, v)
+    assert along_v / (0.01 * flatten(v).norm().item()) > 0
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_fitted_coefficients_of_the_exact_updates_tend_to_the_closed_form(k: int) -> None:
+    """Float64, exact expectation over orders: the fit's error on b is O(alpha)."""
+    loss_fn, theta = smooth_problem(0)
+    batches = minibatches(0, k + 1)
+    closed = taylor.coefficients(k)
+    small, large = (taylor.fitted_coefficients(loss_fn, theta, batches, a) for a in (1e-5, 1e-4))
+    for name, (a, b) in closed.items():
+        assert small[name][0] == pytest.approx(a, abs=1e-4), (name, small[name])
+        assert small[name][1] == pytest.approx(b, abs=2e-3), (name, small[name])
+        if b != 0:
+            ratio = (large[name][1] - b) / (small[name][1] - b)
+            assert 8 < ratio < 12, (name, ratio)  # first order in alpha
+
+
+def test_pair_inner_product_gradient_is_twice_avg_grad_inner() -> None:
+    loss_fn, theta = smooth_problem(1)
+    batches = minibatches(1, 3, size=5)
+    _, avg_inner = taylor.avg_terms(loss_fn, theta, batches)
+    g = torch.func.grad(lambda th: taylor.pair_inner_product(loss_fn, th, batches))(theta)
+    torch.testing.assert_close(flatten(g), 2 * flatten(avg_inner), rtol=1e-10, atol=1e-12)
+
+
+def test_taylor_summary_reports_fitted_and_closed_form_coefficients() -> None:
+    loss_fn, theta = smooth_problem(0)
+    s = taylor_summary(loss_fn, theta, minibatches(0, 3), 1e-4)
+    for name, (a, b) in taylor.coefficients(2).items():
+        assert s[name]["predicted"] == (a, b)
+        assert s[name]["exact"] == pytest.approx((a, b), abs=0.05)
+        assert s[name]["residual"] < 1e-3 and s[name]["error"] < 1e-3
+
+
 def test_taylor_widget_updates_figure_and_status() -> None:
-    box, parts = taylor_widget(seed=0, k=2, inner_lr=0.01)
+    box, parts = taylor_widget(seed=0, k=1, inner_lr=0.01)
     assert "mamlviz-main" in box._dom_classes
     before, y = parts["status"].value, parts["figure"].data[0].y
-    parts["inner_steps"].value = 3
+    parts["inner_steps"].value = 2
     assert parts["status"].value != before and parts["figure"].data[0].y != y
 
 

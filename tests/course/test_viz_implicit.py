@@ -11,13 +11,13 @@ from torch.func import grad
 from mamlviz.core.episode import Episode, Examples
 from mamlviz.core.functional import make_loss, params_of
 from mamlviz.core.implicit import conjugate_gradient
+from mamlviz.course.derivation import top_hessian_eigenvalue
 from mamlviz.course.viz.implicit import (
     cg_iterates,
     fit_line,
     implicit_vs_unrolled,
     proximal_adapt,
     sharp_inner_lr,
-    top_curvature,
     unsolved_fraction,
 )
 
@@ -50,7 +50,7 @@ def test_top_curvature_is_the_largest_hessian_eigenvalue() -> None:
     a = _spd(6, seed=1)
     loss_fn = lambda p, examples: 0.5 * p["w"] @ a @ p["w"]  # Hessian a
     examples = Examples(torch.zeros(1, 1).double(), torch.zeros(1, 1).double())
-    value = top_curvature(loss_fn, {"w": torch.zeros(6).double()}, examples, iterations=300)
+    value = top_hessian_eigenvalue(loss_fn, {"w": torch.zeros(6).double()}, examples, iters=300)
     assert value == pytest.approx(float(torch.linalg.eigvalsh(a)[-1]), rel=1e-8)
 
 

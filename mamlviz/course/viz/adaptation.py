@@ -25,10 +25,10 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from mamlviz.core.episode import Episode, Examples
-from mamlviz.core.functional import LossFn, Params, make_loss, tree_dot, tree_norm
-from mamlviz.core.implicit import hvp
+from mamlviz.core.functional import Params, make_loss
 from mamlviz.core.inner import Trajectory, adapt
 from mamlviz.core.rules import SGD
+from mamlviz.course.derivation import top_hessian_eigenvalue
 from mamlviz.course.landscape import Plane, plane_through, surface
 from mamlviz.course.viz.common import MAIN_CLASS, Status, fmt, guarded, readout, slider
 from mamlviz.course.viz.sinusoid import (
@@ -40,29 +40,6 @@ from mamlviz.course.viz.sinusoid import (
 )
 from mamlviz.errors import DivergenceError
 from mamlviz.tasks.sinusoid import SinusoidTasks, sinusoid
-
-
-def top_hessian_eigenvalue(
-    loss_fn: LossFn, params: Params, examples: Examples, iters: int = 100, seed: int = 0
-) -> float:
-    """The eigenvalue of largest magnitude of the Hessian of ``loss_fn`` at ``params``, by power
-    iteration with Hessian-vector products (v <- H v / ||H v||, then the Rayleigh quotient
-    v^T H v); the Hessian is never formed. For gradient descent on a quadratic with that
-    curvature, a step size below 1 / lambda_max shrinks the error along the top eigenvector
-    without sign changes, between 1 / lambda_max and 2 / lambda_max it oscillates but shrinks,
-    and above 2 / lambda_max it grows: the classical stability limit.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    v = {n: torch.randn(w.shape, generator=generator, dtype=w.dtype) for n, w in params.items()}
-    params = {n: w.detach() for n, w in params.items()}
-    for _ in range(iters):
-        norm = tree_norm(v)
-        v = {n: t / norm for n, t in v.items()}
-        hv = hvp(loss_fn, params, examples, v)
-        if float(tree_norm(hv)) == 0.0:
-            return 0.0
-        rayleigh, v = float(tree_dot(v, hv)), hv
-    return rayleigh
 
 
 def curvature_note(lam: float, inner_lr: float) -> str:

@@ -8,8 +8,8 @@ with step ``lr`` contracts the error along a direction of curvature ``h + lam`` 
 objective by ``1 - lr (h + lam)`` per step, so in the flat directions of the support loss
 (h ~ 0, most of them) ``steps`` steps leave the fraction ``(1 - lr lam)^steps`` of it
 (:func:`unsolved_fraction`); ``lr`` itself must stay below ``2 / (h_max + lam)``. A sharp
-network (large ``h_max``, see :func:`top_curvature`) at small ``lam`` therefore needs many steps
-before the implicit gradient describes the inner loop that was actually run.
+network (large ``h_max``, see ``derivation.top_hessian_eigenvalue``) at small ``lam`` therefore
+needs many steps before the implicit gradient describes the inner loop that was actually run.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from mamlviz.core.functional import (
     tree_norm,
     tree_sub,
 )
-from mamlviz.core.implicit import hvp, implicit_matvec
+from mamlviz.core.implicit import implicit_matvec
 from mamlviz.core.inner import adapt
 from mamlviz.core.learner import zeros_like
 from mamlviz.core.rules import SGD
@@ -68,24 +68,6 @@ def unsolved_fraction(inner_lr: float, lam: float, steps: int) -> float:
     r"""``(1 - lr lam)^steps``: what GD leaves of the initial error of the proximal problem
     along a direction where the support loss is flat (Hessian eigenvalue 0, curvature lam)."""
     return abs(1.0 - inner_lr * lam) ** steps
-
-
-def top_curvature(
-    loss_fn: LossFn, params: Params, examples: Examples, iterations: int = 40, seed: int = 0
-) -> float:
-    """Largest-magnitude eigenvalue of the Hessian of ``loss_fn`` at ``params``: power
-    iteration on Hessian-vector products from a seeded Gaussian vector (its Rayleigh quotient
-    after ``iterations`` steps)."""
-    g = torch.Generator().manual_seed(seed)
-    v = {n: torch.randn(w.shape, generator=g, dtype=w.dtype) for n, w in params.items()}
-    value = 0.0
-    for _ in range(iterations):
-        norm = tree_norm(v)
-        v = {n: x / norm for n, x in v.items()}
-        hv = hvp(loss_fn, params, examples, v)
-        value = float(tree_dot(v, hv))
-        v = hv
-    return value
 
 
 def cg_iterates(

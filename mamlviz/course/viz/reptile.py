@@ -1,9 +1,11 @@
 r"""Figures and widgets of chapter 05 (FOMAML and Reptile), each with a static fallback.
 
 Reptile's, FOMAML's and MAML's expected updates against the Taylor predictions of
-Nichol et al. (2018), and their live cost. The widget's sliders are ``inner_steps`` k and
-``inner_lr``; the bars show each expected gradient projected on AvgGrad and AvgGradInner, exact
-(averaged over all k! minibatch orders) beside the prediction.
+Nichol et al. (2018), and their live cost. The widget's sliders are ``inner_steps`` k (the
+number of inner SGD steps, on k + 1 minibatches of one task) and ``inner_lr``. AvgGrad and
+AvgGradInner are not orthogonal, so the bars show each expected gradient's least-squares
+coefficients (a, b) in E[g] ~ a AvgGrad + b alpha AvgGradInner, exact (averaged over all
+(k+1)! minibatch orders) beside the closed form of :func:`mamlviz.course.taylor.coefficients`.
 """
 
 from __future__ import annotations
@@ -47,7 +49,11 @@ def smooth_problem(seed: int = 0) -> tuple[LossFn, Params]:
 
 
 def projections(g: Params, avg_grad: Params, avg_inner: Params) -> tuple[float, float]:
-    """Components of ``g`` along unit AvgGrad and unit AvgGradInner."""
+    """Components of ``g`` along unit AvgGrad and unit AvgGradInner.
+
+    These are *not* the coefficients of g in the two directions, which are not orthogonal (see
+    :func:`mamlviz.course.taylor.fit_coefficients`); kept to show the difference.
+    """
     return (
         float(tree_dot(g, avg_grad) / tree_norm(avg_grad)),
         float(tree_dot(g, avg_inner) / tree_norm(avg_inner)),
@@ -57,55 +63,71 @@ def projections(g: Params, avg_grad: Params, avg_inner: Params) -> tuple[float, 
 def taylor_summary(
     loss_fn: LossFn, theta: Params, batches: Sequence[Examples], inner_lr: float
 ) -> dict[str, dict[str, object]]:
-    """Per algorithm: exact and predicted projections, and the prediction's relative error."""
+    """Per algorithm, for k = ``len(batches) - 1`` inner steps: ``exact`` the least-squares
+    coefficients (a, b) of the exact expected gradient, ``predicted`` the closed-form ones,
+    ``error`` the prediction's relative error ||E[g] - prediction|| / ||E[g]||, and ``residual``
+    the part of E[g] outside the plane of AvgGrad and AvgGradInner (relative)."""
+    k = len(batches) - 1
     avg_grad, avg_inner = taylor.avg_terms(loss_fn, theta, batches)
     exact = taylor.expected_gradients(loss_fn, theta, batches, inner_lr)
-    pred = taylor.predictions(avg_grad, avg_inner, len(batches), inner_lr)
-    return {
-        name: {
-            "exact": projections(exact[name], avg_grad, avg_inner),
-            "predicted": projections(pred[name], avg_grad, avg_inner),
-            "error": float(tree_norm(tree_sub(exact[name], pred[name])) / tree_norm(exact[name])),
+    pred = taylor.predictions(avg_grad, avg_inner, k, inner_lr)
+    out: dict[str, dict[str, object]] = {}
+    for name, (a, b) in taylor.coefficients(k).items():
+        fa, fb = taylor.fit_coefficients(exact[name], avg_grad, avg_inner, inner_lr)
+        in_plane = {n: fa * avg_grad[n] + fb * inner_lr * avg_inner[n] for n in avg_grad}
+        norm = tree_norm(exact[name])
+        out[name] = {
+            "exact": (fa, fb),
+            "predicted": (a, b),
+            "error": float(tree_norm(tree_sub(exact[name], pred[name])) / norm),
+            "residual": float(tree_norm(tree_sub(exact[name], in_plane)) / norm),
         }
-        for name in taylor.ALGORITHMS
-    }
+    return out
 
 
 def summary_html(k: int, inner_lr: float, summary: dict) -> str:
     errors = ", ".join(f"{NAMES[n]} {summary[n]['error']:.2e}" for n in taylor.ALGORITHMS)
-    return f"<b>k = {k}, inner_lr = {inner_lr:.3g}</b>: relative error of the prediction: {errors}"
+    return (
+        f"<b>k = {k} inner steps, inner_lr = {inner_lr:.3g}</b>: "
+        f"relative error of the prediction: {errors}"
+    )
 
 
 def _bars(summary: dict) -> list[dict]:
     out = []
     for kind, pattern in (("exact", ""), ("predicted", "/")):
-        for axis, label in ((0, "AvgGrad"), (1, "AvgGradInner")):
+        for axis, label, color in (
+            (0, "a (AvgGrad)", "#1f77b4"),
+            (1, "b (\u03b1 AvgGradInner)", "#ff7f0e"),
+        ):
             out.append(
                 dict(
                     x=[NAMES[n] for n in taylor.ALGORITHMS],
                     y=[summary[n][kind][axis] for n in taylor.ALGORITHMS],
-                    name=f"{kind}: along {label}",
+                    name=f"{'closed form' if kind == 'predicted' else 'exact, fitted'}: {label}",
                     marker_pattern_shape=pattern,
+                    marker_color=color,
                 )
             )
     return out
 
 
-def taylor_widget(seed: int = 0, k: int = 3, inner_lr: float = 0.01) -> tuple[widgets.VBox, dict]:
-    """Chapter 05's main widget: expected updates vs the Taylor predictions (k, inner_lr)."""
-    steps = slider("inner_steps k", k, 2, 4, 1, kind="int")
-    alpha = slider("inner_lr", inner_lr, -3, -1, 0.25, kind="log")
+def taylor_widget(seed: int = 0, k: int = 2, inner_lr: float = 0.01) -> tuple[widgets.VBox, dict]:
+    """Chapter 05's main widget: fitted coefficients of the expected updates vs the Taylor
+    prediction, for k inner steps (k + 1 minibatches) and inner_lr."""
+    steps = slider("inner_steps k", k, 1, 3, 1, kind="int")
+    alpha = slider("inner_lr", inner_lr, -4, -1, 0.25, kind="log")
     loss_fn, theta = smooth_problem(seed)
-    summary = taylor_summary(loss_fn, theta, minibatches(seed, k), inner_lr)
+    summary = taylor_summary(loss_fn, theta, minibatches(seed, k + 1), inner_lr)
     fig = go.FigureWidget(layout=dict(barmode="group", width=680, height=380,
-                          title="Expected update, projected (exact vs Taylor prediction)",
+                          title="E[g] = a AvgGrad + b \u03b1 AvgGradInner: exact fit vs Taylor",
                           margin=dict(l=50, r=20, t=50, b=40)))  # fmt: skip
     for bar in _bars(summary):
         fig.add_bar(**bar)
     status = widgets.HTML(summary_html(k, inner_lr, summary))
 
     def update(_: object = None) -> None:
-        s = taylor_summary(loss_fn, theta, minibatches(seed, steps.value), alpha.value)
+        s = taylor_summary(loss_fn, theta, minibatches(seed, steps.value + 1), alpha.value)
         with fig.batch_update():
             for trace, bar in zip(fig.data, _bars(s), strict=True):
                 trace.y = bar["y"]
@@ -126,10 +148,10 @@ def plot_taylor_summary(summary: dict) -> Figure:
     for i, bar in enumerate(bars):
         xs = [j + (i - (len(bars) - 1) / 2) * width for j in range(len(bar["x"]))]
         hatch = "//" if bar["marker_pattern_shape"] else None
-        ax.bar(xs, bar["y"], width, label=bar["name"], hatch=hatch, alpha=0.85)
+        ax.bar(xs, bar["y"], width, label=bar["name"], hatch=hatch, color=bar["marker_color"])
     ax.set_xticks(range(len(bars[0]["x"])), bars[0]["x"])
     ax.axhline(0, color="black", lw=0.5)
-    ax.set(ylabel="component of E[g]")
+    ax.set(ylabel="coefficient in E[g]")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
