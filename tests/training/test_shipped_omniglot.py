@@ -3,7 +3,9 @@ number stored in the checkpoint (and stated in the README), and each meets its b
 published row (REFERENCES.md section 1): MAML 5-way 1-shot >= 97.0 % (Finn et al. 2017, Table
 1: 98.7), 5-shot >= 99.0 % (99.9); FOMAML and Reptile within 1.5 points of Nichol et al. 2018,
 Table 2 (FOMAML + transduction 98.3 / 99.2, Reptile + transduction 97.68 / 99.48; our batch
-norm uses the statistics of the query batch, which is the transductive setting)."""
+norm uses the statistics of the query batch, which is the transductive setting); Meta-SGD
+and Meta-Curvature within 1.5 points of Li et al. 2017 (99.53) and Park & Oliva 2019 (99.77). A row warm-started from another shipped row is
+compared with it on the same 600 episodes."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ BARS = {
     "omniglot-fomaml-5w5s": (99.2, 1.5),
     "omniglot-reptile-5w1s": (97.68, 1.5),
     "omniglot-reptile-5w5s": (99.48, 1.5),
+    "omniglot-metasgd-5w1s": (99.53, 1.5),
+    "omniglot-metacurv-5w1s": (99.77, 1.5),
 }
 SHIPPED = [name for name in hub.available() if name.startswith("omniglot-")]
 SUBSET = 100  # episodes re-evaluated in CI, of the 600 whose results each checkpoint stores
@@ -98,3 +102,26 @@ def test_evaluation_refuses_a_checkpoint_of_another_split(tmp_path: Path) -> Non
 
     with pytest.raises(CheckpointError, match="trained on other data"):
         load_demo(path).sample(0)
+
+
+# rows trained from another shipped row: the README states the paired difference
+WARM = {
+    "omniglot-metasgd-5w1s": "omniglot-maml-5w1s",
+    "omniglot-metacurv-5w1s": "omniglot-maml-5w1s",
+}
+
+
+@pytest.mark.parametrize("name", sorted(WARM))
+def test_a_warm_started_row_beats_the_row_it_started_from_on_the_same_episodes(name: str) -> None:
+    """The README's paired comparison (stored per-episode results; the tasks are drawn from the
+    same evaluation seed, so episode i is the same task for both rows)."""
+    row, start = hub.load(name), hub.load(WARM[name])
+    assert row.metadata["initialised_from"]["from"] == WARM[name]
+    assert (
+        row.evaluation.seed == start.evaluation.seed
+        and row.evaluation.shots == start.evaluation.shots
+    )
+    diff = (row.evaluation.per_task[:, -1] - start.evaluation.per_task[:, -1]).double()
+    half_width = 1.96 * float(diff.std()) / len(diff) ** 0.5
+    assert float(diff.mean()) > 0, "README says: better than the MAML model it started from"
+    assert float(diff.mean()) - half_width > 0, "README says: the paired 95% CI excludes 0"
