@@ -4,8 +4,8 @@ published row (REFERENCES.md section 1): MAML 5-way 1-shot >= 97.0 % (Finn et al
 1: 98.7), 5-shot >= 99.0 % (99.9); FOMAML and Reptile within 1.5 points of Nichol et al. 2018,
 Table 2 (FOMAML + transduction 98.3 / 99.2, Reptile + transduction 97.68 / 99.48; our batch
 norm uses the statistics of the query batch, which is the transductive setting); Meta-SGD
-and Meta-Curvature within 1.5 points of Li et al. 2017 (99.53) and Park & Oliva 2019 (99.77). A row warm-started from another shipped row is
-compared with it on the same 600 episodes."""
+and Meta-Curvature within 1.5 points of Li et al. 2017 (99.53) and Park & Oliva 2019 (99.77).
+A row warm-started from another shipped row is compared with it on the same 600 episodes."""
 
 from __future__ import annotations
 
