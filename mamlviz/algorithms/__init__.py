@@ -1,11 +1,20 @@
 """The algorithm registry and its rows, one module per family.
 
 Importing this package registers every row: ``maml`` (maml, fomaml, pretrained), ``reptile``,
-``metasgd``, ``metacurv``, ``imaml``, ``metadropout``. ``mer`` (Meta-Experience Replay) learns
-online from a stream rather than from episodes, so it is a runner, not a registry row.
+``metasgd``, ``metacurv``, ``imaml``, ``metadropout``, ``anil``. ``mer`` (Meta-Experience
+Replay) learns online from a stream rather than from episodes, so it is a runner, not a
+registry row.
 """
 
-from mamlviz.algorithms import imaml, maml, metacurv, metadropout, metasgd, reptile  # noqa: F401
+from mamlviz.algorithms import (  # noqa: F401  (each module registers its rows)
+    anil,
+    imaml,
+    maml,
+    metacurv,
+    metadropout,
+    metasgd,
+    reptile,
+)
 from mamlviz.algorithms.registry import (
     ALGORITHMS,
     AlgorithmSpec,

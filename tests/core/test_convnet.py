@@ -93,7 +93,7 @@ def generic(meta: dict) -> dict:
 
 
 @pytest.mark.parametrize("pool", [False, True])
-@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "reptile", "metasgd", "metacurv"])
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "reptile", "metasgd", "metacurv", "anil"])
 @pytest.mark.parametrize("inner_steps", [1, 2])
 def test_stacked_equals_loop(pool: bool, algorithm: str, inner_steps: int) -> None:
     """Every algorithm that runs on the stacked path (``stacked.supports``) equals the loop."""
