@@ -11,6 +11,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -222,3 +224,48 @@ def test_the_solution_check_catches_an_unasserted_or_missing_solution() -> None:
     assert checker_calls("exercises.check_inner_step(f)", asserted=True) == []
     assert checker_calls("assert exercises.check_inner_step(f)", asserted=True) == ["inner_step"]
     assert checker_calls("_ = exercises.check_a(x)\nexercises.check_b(y)") == ["a", "b"]
+
+
+FILTER = [sys.executable, str(REPO / "scripts" / "refresh_checked_outputs.py"), "--filter"]
+
+
+def refresh_script():
+    """scripts/refresh_checked_outputs.py as a module (its ``clean`` is the git filter's)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("refresh", FILTER[1])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_git_clean_filter_leaves_every_stored_notebook_unchanged() -> None:
+    import nbformat
+
+    clean = refresh_script().clean
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        clean(nb)
+        assert nbformat.writes(nb) + "\n" == path.read_text(), path.name
+
+
+def test_the_git_clean_filter_strips_what_a_saved_notebook_holds() -> None:
+    """Outputs, counts and widget state go; a checked cell keeps its printed text only."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    nb = new_notebook(metadata={"widgets": {"state": {}}})
+    plain = new_code_cell("print(1)", execution_count=3)
+    plain.outputs = [new_output("stream", name="stdout", text="1\n")]
+    checked = new_code_cell(f"{CHECK}\nprint(2)", execution_count=4)
+    checked.outputs = [
+        new_output("stream", name="stdout", text="2\n"),
+        new_output("display_data", data={"text/plain": "figure"}),
+    ]
+    nb.cells = [plain, checked]
+    saved = nbformat.writes(nb).encode()
+    out = subprocess.run(FILTER, input=saved, capture_output=True, check=True)
+    clean = nbformat.reads(out.stdout.decode(), as_version=4)
+    assert "widgets" not in clean.metadata
+    assert clean.cells[0].outputs == [] and clean.cells[0].execution_count is None
+    assert [o["output_type"] for o in clean.cells[1].outputs] == ["stream"]

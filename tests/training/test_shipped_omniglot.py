@@ -17,6 +17,9 @@ import torch
 from mamlviz.training import hub, omniglot_problem
 from mamlviz.training.evaluate import evaluate_checkpoint, summarize
 
+# re-evaluating nine rows takes minutes: the full suite runs them, `./course test --quick` not
+pytestmark = pytest.mark.slow
+
 # name -> (published accuracy, allowed shortfall in points)
 BARS = {
     "omniglot-maml-5w1s": (98.7, 1.7),
