@@ -8,7 +8,12 @@
 Everything after loading is one task on the CPU: a few forward/backward passes of a small conv
 net, a few milliseconds each, so a widget can call it on every slider move. The first
 ``sample`` loads the Omniglot images (from the preprocessed cache after the first time).
-BatchNorm uses the statistics of the set it sees (transductive, as in MAML).
+BatchNorm uses the statistics of the set it sees, so by default the query set is predicted as
+one batch (transductive, as in MAML's code): each query image's prediction depends on the other
+query images through the normalisation statistics. ``adapt(..., transductive=False)`` predicts
+every query image in a batch of its own (no query example informs another);
+``with_support=True`` puts it in a batch with the support set instead, as Reptile's code does
+for its non-transductive rows (Nichol et al. 2018, sec. 6 and Table 2).
 """
 
 from __future__ import annotations
@@ -80,15 +85,53 @@ class OmniglotDemo:
         shots = self.shots if shots is None else shots
         return self.tasks.sample(generator, shots, query_shots, 1).task(0)
 
-    def adapt(self, episode: Episode, steps: int = 3, inner_lr: float | None = None) -> Adapted:
+    def adapt(
+        self,
+        episode: Episode,
+        steps: int = 3,
+        inner_lr: float | None = None,
+        *,
+        transductive: bool = True,
+        with_support: bool = False,
+    ) -> Adapted:
         """``steps`` inner steps of the learner's own rule on the support set from theta, and
-        the query predictions after each step."""
+        the query predictions after each step.
+
+        The adaptation is the same in every mode; only how the query set is fed to the adapted
+        net differs (see :func:`query_logits`): ``transductive=True`` (default) as one batch,
+        ``False`` one example at a time, alone or (``with_support``) after the support set.
+        """
+        check_range("steps", steps, 0, 100, integer=True)
+        trajectory, frozen = self.trajectory(episode, steps, inner_lr)
+        with torch.no_grad():
+            logits = torch.stack(
+                [
+                    query_logits(
+                        self.model,
+                        {**p, **frozen},
+                        episode,
+                        transductive=transductive,
+                        with_support=with_support,
+                    )
+                    for p in trajectory.fast
+                ]
+            )
+        probabilities = logits.softmax(-1)
+        predictions = logits.argmax(-1)
+        accuracy = (predictions == episode.query.y).double().mean(-1).tolist()
+        return Adapted(probabilities, predictions, accuracy, trajectory.losses, trajectory.fast[-1])
+
+    def trajectory(
+        self, episode: Episode, steps: int, inner_lr: float | None = None
+    ) -> tuple[Trajectory, Params]:
+        """The fast weights after 0..``steps`` inner steps on the support set, and the frozen
+        (not adapted) parameters."""
         check_range("steps", steps, 0, 100, integer=True)
         learner = self.learner(inner_lr)
         fast, frozen, rule_params = learner.split(dict(self.meta))
         trajectory = Trajectory()
         with torch.no_grad():  # torch.func.grad inside adapt still works; no graph is kept
-            phi = learner.inner_loop(
+            learner.inner_loop(
                 fast,
                 frozen,
                 rule_params,
@@ -97,13 +140,66 @@ class OmniglotDemo:
                 first_order=True,
                 record=trajectory.record,
             )
-            logits = torch.stack(
-                [call(self.model, {**p, **frozen}, episode.query.x) for p in trajectory.fast]
-            )
-        probabilities = logits.softmax(-1)
-        predictions = logits.argmax(-1)
-        accuracy = (predictions == episode.query.y).double().mean(-1).tolist()
-        return Adapted(probabilities, predictions, accuracy, trajectory.losses, phi)
+        return trajectory, frozen
+
+
+MODES = ("transductive", "alone", "with support")
+
+
+def query_logits(
+    model: torch.nn.Module,
+    params: Params,
+    episode: Episode,
+    *,
+    transductive: bool = True,
+    with_support: bool = False,
+) -> Tensor:
+    """Logits [query examples, ways] of the adapted net on the query set, fed in one of three
+    ways. With batch-statistics normalisation the batch is part of the input:
+
+    * ``transductive=True``: the whole query set is one batch (MAML's and iMAML's evaluation;
+      Nichol et al. 2018 label such rows "+ Transduction");
+    * ``transductive=False``: each query example in a batch of one, so its normalisation uses
+      only its own feature maps (spatial statistics) and no query example informs another;
+    * ``transductive=False, with_support=True``: each query example in a batch with the support
+      set, its logits read from the last row (Reptile's non-transductive evaluation).
+
+    The per-example modes are ``torch.func.vmap`` over the query examples, equal to a loop
+    that calls the net once per example (tested).
+    """
+    query = episode.query.x
+    if transductive:
+        return call(model, params, query)
+    support = episode.support.x
+
+    def one(x: Tensor) -> Tensor:
+        batch = torch.cat([support, x.unsqueeze(0)]) if with_support else x.unsqueeze(0)
+        return call(model, params, batch)[-1]
+
+    return torch.func.vmap(one)(query)
+
+
+def mode_accuracy(
+    demo: OmniglotDemo, seeds: range | list[int], steps: int = 3
+) -> dict[str, Tensor]:
+    """Query accuracy after ``steps`` inner steps on the meta-test tasks drawn from ``seeds``,
+    per task, for each way of feeding the query set (:data:`MODES`): the same tasks and the same
+    adapted weights for every mode, so the differences are the normalisation's alone."""
+    flags = {
+        "transductive": dict(transductive=True),
+        "alone": dict(transductive=False),
+        "with support": dict(transductive=False, with_support=True),
+    }
+    out: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for seed in seeds:
+        episode = demo.sample(seed)
+        trajectory, frozen = demo.trajectory(episode, steps)
+        params = {**trajectory.fast[-1], **frozen}
+        with torch.no_grad():
+            for mode in MODES:
+                logits = query_logits(demo.model, params, episode, **flags[mode])
+                out[mode].append(float((logits.argmax(-1) == episode.query.y).double().mean()))
+    return {mode: torch.tensor(v, dtype=torch.float64) for mode, v in out.items()}
 
 
 def load_demo(name_or_path: str | os.PathLike[str] = "omniglot-maml-5w1s") -> OmniglotDemo:

@@ -9,7 +9,7 @@ redraws the fitted curves and the support loss per step, and prints the query MS
 The support inputs are the first ``shots`` of a fixed pool and the query inputs are fixed, so
 moving a slider changes only what that slider controls. A second line places ``inner_lr``
 against the curvature of the current support loss at the first init: 1 / lambda_max and
-2 / lambda_max of its Hessian (:func:`top_hessian_eigenvalue`).
+2 / lambda_max of its Hessian (:func:`mamlviz.course.derivation.top_hessian_eigenpair`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from mamlviz.core.episode import Episode, Examples
 from mamlviz.core.functional import Params, make_loss
 from mamlviz.core.inner import Trajectory, adapt
 from mamlviz.core.rules import SGD
-from mamlviz.course.derivation import top_hessian_eigenvalue
+from mamlviz.course.derivation import top_hessian_eigenpair
 from mamlviz.course.landscape import Plane, plane_through, surface
 from mamlviz.course.viz.common import MAIN_CLASS, Status, fmt, guarded, readout, slider
 from mamlviz.course.viz.sinusoid import (
@@ -113,6 +113,7 @@ class AdaptationExplorer:
         self.readout = readout()
         self.curvature = readout()
         self._lam_cache: dict[tuple, float] = {}
+        self._lam_vector: Params | None = None
         self.status = Status()
         self.outcomes: dict[str, Outcome] = {}
         callback = guarded(self.status, self.update)
@@ -144,9 +145,15 @@ class AdaptationExplorer:
         key = tuple(self.value(n) for n in ("shots", "amplitude", "phase"))
         if key not in self._lam_cache:
             init = next(iter(self.inits.values()))
-            # 30 iterations (as scripts/sharpness.py): keeps a task slider's callback short
-            self._lam_cache[key] = top_hessian_eigenvalue(
-                self.loss_fn, init, self.episode().support, iters=30
+            # at most 30 iterations (as scripts/sharpness.py), started from the last task's
+            # eigenvector: a slider step moves the task a little, so a few products converge
+            self._lam_cache[key], self._lam_vector = top_hessian_eigenpair(
+                self.loss_fn,
+                init,
+                self.episode().support,
+                iters=30,
+                start=self._lam_vector,
+                tol=1e-3,
             )
         return self._lam_cache[key]
 

@@ -122,6 +122,9 @@ def mpl_losses(
     return fig
 
 
+KEEP = 0.5  # a window is kept while the window its path needs is at least this share of it
+
+
 def mpl_surface(
     a: Tensor,
     b: Tensor,
@@ -270,15 +273,19 @@ class LandscapeExplorer:
         return Slice(sl.plane, a, b, z, sl.xlabel, sl.ylabel)
 
     def _fit_windows(self) -> None:
-        """Grow (or shrink back towards the reference) each window so it holds its path."""
+        """Grow each window when its path leaves it, shrink it when the path fills less than
+        ``KEEP`` of its side; otherwise keep it, so that most slider moves redraw the path on
+        the surface already computed (a regrid is ``grid**2`` forward passes per panel)."""
         for name, path in self.paths.items():
             shown = visible(path, self.trajectories[name].losses)
-            window = window_around(shown, self.base[name])
+            needed = window_around(shown, self.base[name])
             sl = self.slices[name]
-            if any(
-                abs(w - v) > 1e-9 * (1 + abs(v)) for w, v in zip(window, sl.window, strict=True)
-            ):
-                self.slices[name] = self._regrid(sl, window)
+            have = sl.window
+            inside = have[0] <= needed[0] and needed[1] <= have[1]
+            inside = inside and have[2] <= needed[2] and needed[3] <= have[3]
+            if inside and needed[1] - needed[0] >= KEEP * (have[1] - have[0]):
+                continue
+            self.slices[name] = self._regrid(sl, needed)
 
     def _figure(self) -> go.FigureWidget:
         titles = [f"around the {n} init" for n in self.names] + ["support loss per inner step"]
