@@ -1,8 +1,9 @@
-"""The command line: ``python -m mamlviz {train, evaluate, export, bench, list}``.
+"""The command line: ``python -m mamlviz {train, evaluate, export, bench, mer, list}``.
 
     python -m mamlviz train --problem sinusoid --algorithm maml --out runs/maml.pt [--resume]
     python -m mamlviz evaluate sinusoid-maml --json
     python -m mamlviz bench --suite sinusoid --quick
+    python -m mamlviz mer --method mer --seed 0
 
 One error policy, in :func:`main`, and no traceback for a user:
 
@@ -23,6 +24,7 @@ import re
 import shlex
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +189,101 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+MER_FIELDS = ("lr", "beta", "gamma", "batches", "replay")
+
+
+def _mer_settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The continual bench's tuned settings for ``method``, overridden by the flags given;
+    ``beta`` and ``gamma`` only for MER, ``batches`` and ``replay`` not for online SGD."""
+    from mamlviz.benchmarks.continual import SETTINGS
+
+    settings = dict(SETTINGS["sinusoid"][method])
+    for name in MER_FIELDS:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if method != "mer" and name in ("beta", "gamma"):
+            raise ValueError(f"--{name} is MER's; --method {method} does not use it")
+        if method == "online" and name in ("batches", "replay"):
+            raise ValueError(f"--{name} is for replay and mer; online SGD takes one step")
+        settings[name] = value
+    return settings
+
+
+def cmd_mer(args: argparse.Namespace) -> int:
+    from mamlviz.algorithms.mer import METHODS, check_settings, run_stream
+    from mamlviz.benchmarks.continual import HIDDEN, MEMORY, SIZES
+    from mamlviz.core.functional import make_loss, params_of
+    from mamlviz.models import MLP
+    from mamlviz.tasks.stream import DriftingSinusoids
+
+    if args.method not in METHODS:
+        raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {args.method!r}")
+    check_range("--threads", args.threads, 1, integer=True)
+    check_range("--seed", args.seed, 0, integer=True)
+    sizes = dict(SIZES["sinusoid"])
+    for name in sizes:
+        value = getattr(args, name)
+        if value is not None:
+            check_range("--" + name.replace("_", "-"), value, 1 if name != "families" else 2,
+                        integer=True)  # fmt: skip
+            sizes[name] = value
+    settings = _mer_settings(args.method, args)
+    memory = MEMORY["sinusoid"] if args.memory is None else args.memory
+    if args.method == "online":
+        if args.memory is not None:
+            raise ValueError("--memory is for replay and mer; online SGD keeps no memory")
+        memory = 0
+    full = {"beta": 1.0, "gamma": 1.0, "batches": 1, "replay": 0, **settings}
+    names = {"memory_size": "--memory", **{k: f"--{k}" for k in full}}
+    try:
+        check_settings(args.method, full["lr"], memory, full["beta"], full["gamma"],
+                       full["batches"], full["replay"])  # fmt: skip
+    except ValueError as err:  # name the flag, not the function argument
+        key = str(err).split(" ", 1)[0]
+        raise ValueError(f"{names.get(key, key)} {str(err).split(' ', 1)[1]}") from err
+    torch.set_num_threads(args.threads)
+    gen = torch.Generator().manual_seed(args.seed)
+    with torch.random.fork_rng(devices=[]):  # as the continual bench: the init is seeded
+        torch.manual_seed(args.seed)
+        stream = DriftingSinusoids(sizes["families"], sizes["examples_per_family"])
+        model = MLP(3, HIDDEN["sinusoid"], 1)
+    model = model.float()
+    examples, family = stream.stream(gen, torch.float32)
+    tests = stream.test_sets(gen, sizes["test_examples"], torch.float32)
+    out = run_stream(
+        args.method, make_loss(model, "mse"), params_of(model), examples, family, tests,
+        memory_size=memory, seed=args.seed, **settings,
+    )  # fmt: skip
+    losses = out["losses"]
+    result = {
+        "method": args.method,
+        "seed": args.seed,
+        "settings": {**settings, "memory_size": memory},
+        "stream": {**sizes, "hidden": list(HIDDEN["sinusoid"])},
+        "final_loss": out["final_loss"],
+        "bwt": out["bwt"],
+        "forgetting": out["forgetting"],
+        "learning_loss": sum(losses[j][j] for j in range(len(losses))) / len(losses),
+        "losses": losses,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    shown = ", ".join(f"{k.removesuffix('_size')} {v:g}" for k, v in result["settings"].items())
+    print(f"{args.method} on the drifting sinusoids ({sizes['families']} families x"
+          f" {sizes['examples_per_family']} examples, {sizes['test_examples']} held out each),"
+          f" seed {args.seed}: {shown}")  # fmt: skip
+    titles = {"final_loss": "final loss", "bwt": "BWT", "forgetting": "forgetting",
+              "learning_loss": "learning loss"}  # fmt: skip
+    for key, title in titles.items():
+        print(f"{title + ':':<15} {result[key]:8.3f}")
+    print("loss matrix R[t, j] (row: after family t; column: family j):")
+    for t, row in enumerate(losses):
+        print(f"  {t}: " + " ".join(f"{v:7.3f}" for v in row))
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from mamlviz.algorithms import ALGORITHMS
     from mamlviz.training import hub
@@ -237,6 +334,10 @@ EPILOGS = {
     "bench": """examples:
   python -m mamlviz bench --suite sinusoid --json
   python -m mamlviz bench --suite imaml""",
+    "mer": """examples:
+  python -m mamlviz mer --method mer --seed 0              # one row of bench --suite continual
+  python -m mamlviz mer --method replay --lr 0.02 --json
+  python -m mamlviz mer --method mer --beta 1 --gamma 1 --batches 1 --memory 0   # = online SGD""",
     "list": """examples:
   python -m mamlviz list
   python -m mamlviz list --json""",
@@ -363,6 +464,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="fewer repeats")
     b.set_defaults(handler=cmd_bench)
 
+    _mer_parser(sub, raw)
+
     lst = sub.add_parser(
         "list",
         help="problems, algorithms, shipped checkpoints",
@@ -372,6 +475,61 @@ def parser() -> argparse.ArgumentParser:
     lst.add_argument("--json", action="store_true", help="with each algorithm's options")
     lst.set_defaults(handler=cmd_list)
     return p
+
+
+MER_HELP = {
+    "lr": "SGD step size, >= 0",
+    "beta": "MER's within-batch Reptile step, in (0, 1] (mer only)",
+    "gamma": "MER's across-batch Reptile step, in (0, 1] (mer only)",
+    "batches": "s, batches per example, an integer >= 1 (replay, mer)",
+    "replay": "k, memories per batch, an integer >= 0 (replay, mer)",
+}
+
+
+def _mer_parser(sub: Any, raw: type[argparse.HelpFormatter]) -> None:
+    """The ``mer`` command's parser; its defaults are generated from the continual bench."""
+    from mamlviz.algorithms.mer import METHODS
+    from mamlviz.benchmarks.continual import MEMORY, SETTINGS, SIZES
+
+    tuned = "\n".join(
+        f"  {m:<7} " + ", ".join(f"{k} {v:g}" for k, v in SETTINGS["sinusoid"][m].items())
+        for m in METHODS
+    )
+    m = sub.add_parser(
+        "mer",
+        help="online SGD, experience replay or MER on the continual bench's stream",
+        formatter_class=raw,
+        description=textwrap.fill(
+            "Meta-Experience Replay (Riemer et al. 2019, Algorithm 1) and its baselines, learning"
+            " the drifting-sinusoid stream of `bench --suite continual` once, one example at a"
+            " time; prints the final loss, backward transfer (Lopez-Paz & Ranzato 2017),"
+            " forgetting (Chaudhry et al. 2018) and the loss matrix.",
+            90,
+        )
+        + "\n\nsettings when a flag is not given (the bench's, chosen on its validation seeds;"
+        f" memory {MEMORY['sinusoid']},\nnone for online):\n" + tuned,
+        epilog=EPILOGS["mer"],
+    )
+    m.add_argument(
+        "--method", default="mer", help="one of: " + ", ".join(METHODS) + " (default mer)"
+    )
+    for name in MER_FIELDS:
+        kind = int if name in ("batches", "replay") else float
+        m.add_argument("--" + name, type=kind, default=None,
+                       help=MER_HELP[name] + "; default: the method's (above)")  # fmt: skip
+    m.add_argument(
+        "--memory", type=int, default=None,
+        help=f"reservoir memory size, an integer >= 0 (default {MEMORY['sinusoid']}; replay, mer)",
+    )  # fmt: skip
+    m.add_argument("--seed", type=int, default=0, help="seed of the init, stream, test sets and"
+                   " reservoir, an integer >= 0 (default 0)")  # fmt: skip
+    for name, value in SIZES["sinusoid"].items():
+        m.add_argument("--" + name.replace("_", "-"), type=int, default=None,
+                       help=f"stream size, an integer >= {2 if name == 'families' else 1}"
+                       f" (default {value})")  # fmt: skip
+    m.add_argument("--json", action="store_true", help="print every number as JSON")
+    m.add_argument("--threads", type=int, default=1, help="torch threads, >= 1 (default 1)")
+    m.set_defaults(handler=cmd_mer)
 
 
 NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|nan)$", re.IGNORECASE)

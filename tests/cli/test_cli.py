@@ -55,6 +55,7 @@ def test_train_writes_the_config_and_command(trained: Path) -> None:
     assert meta["hardware"]["threads"] == 1  # --threads defaults to 1
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_to_the_same_weights(tmp_path) -> None:
     """SIGKILL a real training process after its first checkpoint, resume it, and compare with an
     uninterrupted run of the same config: the weights are identical."""
@@ -82,6 +83,7 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path) -> None:
     assert all(torch.equal(got[n], expected[n]) for n in expected)
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_what_was_saved_and_resume_equals_an_uninterrupted_run(tmp_path) -> None:
     """SIGINT (Ctrl-C) a real training process after a checkpoint: exit 130, one line naming
     the iteration and the intact checkpoint, no traceback; --resume then ends with exactly the
@@ -214,3 +216,88 @@ def test_export_says_what_it_wrote(trained: Path, tmp_path, capsys) -> None:
     said = capsys.readouterr().out
     assert re.search(rf"exported .* -> {out} \(\d+\.\d\d MiB: .*not resumable\)", said), said
     assert ckpt.load(out).metadata["shipped"]["resumable"] is False
+
+
+# --- mer: online SGD, experience replay and MER on the continual bench's stream -------------
+
+SHORT = ["--families", "2", "--examples-per-family", "5", "--test-examples", "4"]
+
+
+def test_mer_help_lists_its_options_and_the_bench_settings(capsys) -> None:
+    from mamlviz.benchmarks.continual import SETTINGS
+
+    with pytest.raises(SystemExit) as exc:
+        main(["mer", "--help"])
+    text = capsys.readouterr().out
+    assert exc.value.code == 0
+    for flag in ("--method", "--lr", "--beta", "--gamma", "--batches", "--replay", "--memory",
+                 "--seed", "--json", "--families", "--examples-per-family"):  # fmt: skip
+        assert flag in text, flag
+    for method, settings in SETTINGS["sinusoid"].items():
+        line = f"{method:<7} " + ", ".join(f"{k} {v:g}" for k, v in settings.items())
+        assert line in text, line
+    assert "examples:" in text and "Riemer et al. 2019" in text
+
+
+def test_mer_short_run_prints_the_metrics(capsys) -> None:
+    assert main(["mer", "--method", "replay", *SHORT]) == 0
+    text = capsys.readouterr().out
+    for title in ("final loss:", "BWT:", "forgetting:", "learning loss:", "loss matrix"):
+        assert title in text, title
+    assert re.search(r"final loss:\s+\d+\.\d{3}", text)
+
+
+def test_mer_json_is_the_continual_bench(capsys) -> None:
+    """Defaults are the bench's settings on the bench's stream: one_run's numbers, exactly."""
+    from mamlviz.benchmarks.continual import SETTINGS, one_run
+
+    assert main(["mer", "--seed", "1", "--json", *SHORT]) == 0
+    got = json.loads(capsys.readouterr().out)
+    sizes = {"families": 2, "examples_per_family": 5, "test_examples": 4}
+    ref = one_run("sinusoid", "mer", 1, sizes, SETTINGS["sinusoid"]["mer"])
+    assert got["losses"] == ref["losses"]
+    assert got["final_loss"] == ref["final_loss"] and got["bwt"] == ref["bwt"]
+    assert got["settings"] == {**SETTINGS["sinusoid"]["mer"], "memory_size": 200}
+
+
+def test_mer_with_unit_reptile_steps_and_no_memory_is_online_sgd(capsys) -> None:
+    assert main(["mer", "--method", "online", "--lr", "0.02", "--json", *SHORT]) == 0
+    online = json.loads(capsys.readouterr().out)
+    args = ["--beta", "1", "--gamma", "1", "--batches", "1", "--memory", "0", "--lr", "0.02"]
+    assert main(["mer", "--method", "mer", *args, "--json", *SHORT]) == 0
+    assert json.loads(capsys.readouterr().out)["losses"] == online["losses"]
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--beta", "2"], "--beta"),
+        (["--gamma", "0"], "--gamma"),
+        (["--lr", "-1"], "--lr"),
+        (["--batches", "0"], "--batches"),
+        (["--replay", "1.5"], "--replay"),
+        (["--memory", "-3"], "--memory"),
+        (["--method", "sgd"], "--method"),
+        (["--seed", "-1"], "--seed"),
+        (["--families", "1"], "--families"),
+        (["--method", "online", "--beta", "0.5"], "--beta"),
+        (["--method", "online", "--memory", "10"], "--memory"),
+        (["--lr", "1e6"], "diverged"),
+    ],
+)
+def test_mer_bad_values_exit_2_naming_the_argument(args, flag, capsys) -> None:
+    try:
+        code = main(["mer", *SHORT, *args])  # the last value of a flag wins
+    except SystemExit as exc:  # argparse's own type errors (e.g. 1.5 for an integer)
+        code = exc.code
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # argparse's type errors print the usage above it
+    assert code == 2 and "mer: error:" in last and flag in last, err
+    assert "Traceback" not in err
+
+
+def test_mer_bad_value_in_a_real_process_has_no_traceback() -> None:
+    proc = cli("mer", "--beta", "2", *SHORT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert err.strip() == "mamlviz mer: error: --beta must be in (0, 1], got 2.0"

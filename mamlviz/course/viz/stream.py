@@ -313,7 +313,7 @@ def stream_widget(
                       legend=dict(orientation="h", y=-0.2))  # fmt: skip
     for col in range(1, 4):
         fig.update_xaxes(title_text="example t", range=[0, n - 1], row=1, col=col)
-        fig.update_yaxes(type="log", row=1, col=col)
+        fig.update_yaxes(type="log", dtick=1, row=1, col=col)  # decades only: no bare 2 and 5
     fig.update_yaxes(title_text="held-out MSE", row=1, col=1)
     fig.update_xaxes(title_text="family", row=1, col=4)
     text = readout()
