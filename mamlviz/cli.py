@@ -195,7 +195,7 @@ MER_FIELDS = ("lr", "beta", "gamma", "batches", "replay")
 def _mer_settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
     """The continual bench's tuned settings for ``method``, overridden by the flags given;
     ``beta`` and ``gamma`` only for MER, ``batches`` and ``replay`` not for online SGD."""
-    from mamlviz.benchmarks.continual import SETTINGS
+    from mamlviz.training.continual import SETTINGS
 
     settings = dict(SETTINGS["sinusoid"][method])
     for name in MER_FIELDS:
@@ -212,10 +212,10 @@ def _mer_settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_mer(args: argparse.Namespace) -> int:
     from mamlviz.algorithms.mer import METHODS, check_settings, run_stream
-    from mamlviz.benchmarks.continual import HIDDEN, MEMORY, SIZES
     from mamlviz.core.functional import make_loss, params_of
     from mamlviz.models import MLP
     from mamlviz.tasks.stream import DriftingSinusoids
+    from mamlviz.training.continual import HIDDEN, MEMORY, SIZES
 
     if args.method not in METHODS:
         raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {args.method!r}")
@@ -489,7 +489,7 @@ MER_HELP = {
 def _mer_parser(sub: Any, raw: type[argparse.HelpFormatter]) -> None:
     """The ``mer`` command's parser; its defaults are generated from the continual bench."""
     from mamlviz.algorithms.mer import METHODS
-    from mamlviz.benchmarks.continual import MEMORY, SETTINGS, SIZES
+    from mamlviz.training.continual import MEMORY, SETTINGS, SIZES
 
     tuned = "\n".join(
         f"  {m:<7} " + ", ".join(f"{k} {v:g}" for k, v in SETTINGS["sinusoid"][m].items())

@@ -38,13 +38,13 @@ from mamlviz.algorithms.mer import (
     score_summary,
     sequential_sgd,
 )
-from mamlviz.benchmarks.continual import HIDDEN, MEMORY, SETTINGS, SIZES, one_run
 from mamlviz.core.episode import Examples
 from mamlviz.core.functional import LossFn, Params, make_loss, params_of
 from mamlviz.course.viz.common import MAIN_CLASS, Status, fmt, guarded, readout, slider
 from mamlviz.errors import DivergenceError
 from mamlviz.models import MLP
 from mamlviz.tasks.stream import DriftingSinusoids
+from mamlviz.training.continual import HIDDEN, MEMORY, SETTINGS, SIZES, one_run
 
 __all__ = [
     "HIDDEN",
