@@ -349,7 +349,7 @@ def _defaults_text() -> str:
     from mamlviz.training.problems import get_problem
 
     lines = []
-    for name in ("sinusoid", "omniglot"):
+    for name in ("sinusoid", "omniglot", "omniglot-20way"):
         d = get_problem(name).defaults("maml")
         lines.append(f"  {name}: " + ", ".join(f"{k} {d[k]:g}" for k in TRAIN_FIELDS if k in d))
     return (

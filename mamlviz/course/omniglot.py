@@ -205,7 +205,7 @@ def mode_accuracy(
 def load_demo(name_or_path: str | os.PathLike[str] = "omniglot-maml-5w1s") -> OmniglotDemo:
     """Load and verify an Omniglot checkpoint (shipped or a training run's file)."""
     loaded = hub.load(name_or_path)
-    if loaded.config.problem != "omniglot":
+    if not loaded.config.problem.startswith("omniglot"):
         raise ckpt.CheckpointError(
             loaded.path, f"not an Omniglot checkpoint ({loaded.config.problem!r})"
         )

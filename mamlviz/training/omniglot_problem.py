@@ -1,4 +1,4 @@
-"""Registers the "omniglot" problem: 5-way few-shot Omniglot with MAML's conv net.
+"""Registers the Omniglot problems: "omniglot" (5-way) and "omniglot-20way", MAML's conv net.
 
 Settings follow the MAML paper and code for 5-way Omniglot (Finn et al. 2017, sec. 5.2 and
 appendix A.1; REFERENCES.md sections 1 and 3):
@@ -22,6 +22,11 @@ saves and restores only the trainable variables between tasks, so its Adam momen
 from task to task. Per-task Adam takes sign-like first steps on every weight and plateaued
 (README); the shipped Reptile model uses ``--option inner_optimizer=sgd --inner-lr 0.2``.
 
+"omniglot-20way" is MAML's 20-way setting (its code's flags for 20-way Omniglot; REFERENCES.md
+section 3): inner_lr 0.1 and 5 inner steps in meta-training AND at meta-test, meta-batch 16,
+1 query drawing per class at 1 shot, Adam 1e-3. ANIL (Raghu et al. 2020) and Meta-Dropout
+(Lee et al. 2020) report Omniglot at 20 ways only, both with these MAML settings.
+
 The images are loaded once, on first use, by :func:`mamlviz.tasks.omniglot_data.load_omniglot`
 (env ``MAMLVIZ_OMNIGLOT`` names the folder with the two official zips; ``MAMLVIZ_CACHE`` the
 cache folder).
@@ -37,11 +42,14 @@ from mamlviz.tasks.omniglot_data import load_omniglot
 from mamlviz.training.problems import Problem, _frozen, register_problem
 
 WAYS = 5
+WAYS_20 = 20
 
 
 @cache
-def omniglot_tasks() -> OmniglotTasks:
+def omniglot_tasks(ways: int = WAYS) -> OmniglotTasks:
     """The shared task distribution over all splits (loads the images on the first call)."""
+    if ways != WAYS:  # one copy of the images: the 20-way tasks are a view of the 5-way ones
+        return omniglot_tasks(WAYS).view(ways=ways)
     return OmniglotTasks(load_omniglot(progress=False), ways=WAYS)
 
 
@@ -86,5 +94,32 @@ register_problem(
         ),
         eval_defaults=_frozen(dict(shots=1, query_shots=None, tasks=600, steps=3)),
         algorithm_eval_defaults=_frozen({"reptile": _frozen(dict(steps=50, inner_batch=5))}),
+    )
+)
+
+register_problem(
+    Problem(
+        name="omniglot-20way",
+        title="Omniglot 20-way few-shot classification",
+        paper="Finn, Abbeel & Levine 2017, sec. 5.2 (20-way settings of the MAML code)",
+        make_model=lambda seed, dtype: omniglot_convnet(WAYS_20, seed=seed, dtype=dtype),
+        make_tasks=lambda split: omniglot_tasks(WAYS_20).view(split),
+        loss="cross_entropy",
+        metric="accuracy",
+        batching="stacked",
+        train_defaults=_frozen(
+            dict(
+                inner_lr=0.1,
+                inner_steps=5,
+                shots=1,
+                query_shots=1,
+                meta_batch=16,
+                outer_lr=1e-3,
+                iterations=60_000,
+                checkpoint_every=50,
+                snapshot_every=500,
+            )
+        ),
+        eval_defaults=_frozen(dict(shots=1, query_shots=None, tasks=600, steps=5)),
     )
 )

@@ -78,7 +78,10 @@ class Problem:
 PROBLEMS: dict[str, Problem] = {}
 
 # Problems registered by an optional module, imported on first lookup.
-LAZY = {"omniglot": "mamlviz.training.omniglot_problem"}
+LAZY = {
+    "omniglot": "mamlviz.training.omniglot_problem",
+    "omniglot-20way": "mamlviz.training.omniglot_problem",
+}
 
 
 def register_problem(problem: Problem) -> Problem:
