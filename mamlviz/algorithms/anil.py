@@ -21,6 +21,7 @@ from torch import nn
 from mamlviz.algorithms.registry import AlgorithmSpec, register, sgd
 from mamlviz.core.learner import Learner
 from mamlviz.core.metagrad import unrolled
+from mamlviz.models.noise import NOISE_PREFIX
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,13 @@ class InHead:
 
 def head_names(model: nn.Module) -> frozenset[str]:
     """Parameter names of the last child module that has parameters: ``out`` of the sinusoid
-    MLP, ``head`` of the Omniglot conv net."""
-    children = [(n, m) for n, m in model.named_children() if any(True for _ in m.parameters())]
+    MLP, ``head`` of the Omniglot conv net. Meta-Dropout's noise net is not a layer of the
+    predictor and never counts."""
+    children = [
+        (n, m)
+        for n, m in model.named_children()
+        if any(True for _ in m.parameters()) and f"{n}." != NOISE_PREFIX
+    ]
     if not children:
         raise ValueError(f"anil needs a model with a head layer, got {type(model).__name__}")
     prefix, head = children[-1]

@@ -1,10 +1,11 @@
 r"""Meta-Dropout (Lee, Nam, Yang & Hwang 2020): learned input-dependent noise in the support pass.
 
-The model gains a noise net (:class:`mamlviz.models.noise.MetaDropoutMLP`) that is meta-learned
-but never adapted; the inner loop's support forward multiplies each hidden pre-activation by
-softplus(z), z ~ N(a(h), I), and the query forward is noise-free. The meta-gradient is MAML's,
-unrolled through the noisy inner steps, so the outer loss teaches the noise net which
-perturbation of the inner gradient makes the adapted weights generalise.
+The model gains a noise net (:class:`mamlviz.models.noise.MetaDropoutMLP` for the sinusoid MLP,
+:class:`mamlviz.models.noise_conv.MetaDropoutConvNet` for the Omniglot conv net) that is
+meta-learned but never adapted; the inner loop's support forward multiplies each hidden
+pre-activation by softplus(z), z ~ N(a(h), I), and the query forward is noise-free. The
+meta-gradient is MAML's, unrolled through the noisy inner steps, so the outer loss teaches the
+noise net which perturbation of the inner gradient makes the adapted weights generalise.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import copy
 import dataclasses
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -24,8 +26,10 @@ from mamlviz.core.learner import Learner
 from mamlviz.core.metagrad import unrolled
 from mamlviz.core.rules import SGD, InnerRule
 from mamlviz.errors import check_range
+from mamlviz.models.convnet import ConvNet
 from mamlviz.models.mlp import MLP
 from mamlviz.models.noise import NOISE_MODES, NOISE_PREFIX, MetaDropoutMLP
+from mamlviz.models.noise_conv import MetaDropoutConvNet
 
 
 def adapts(name: str) -> bool:
@@ -42,8 +46,16 @@ def noisy_support_loss(model: nn.Module, kind: str, samples: int = 1) -> LossFn:
     check_range("samples", samples, 1, integer=True)
 
     def loss(params: Params, examples: Examples) -> Tensor:
-        x = examples.x.expand(samples, *examples.x.shape)
-        out = functional_call(model, dict(params), (x,), {"noisy": True})
+        if isinstance(model, ConvNet):
+            # batch norm must see each draw as its own batch: one forward per draw
+            outs = [
+                functional_call(model, dict(params), (examples.x,), {"noisy": True})
+                for _ in range(samples)
+            ]
+            out = torch.stack(outs)
+        else:
+            x = examples.x.expand(samples, *examples.x.shape)
+            out = functional_call(model, dict(params), (x,), {"noisy": True})
         y = examples.y.expand(samples, *examples.y.shape)
         if kind == "mse":
             return F.mse_loss(out, y)
@@ -62,17 +74,22 @@ def dropout_rule(inner_lr: float, noise: str = "sample", samples: int = 1, **_: 
 
 
 def prepare(learner: Learner, loss: str) -> Learner:
-    """Wrap the MLP with noise layers; noisy support loss; the noise net never adapts.
+    """Wrap the MLP or conv net with noise layers; noisy support loss; the noise net never
+    adapts.
 
     Idempotent: a learner whose model already has the requested noise mode keeps it.
     """
     model = learner.model
     noise = learner.options.get("noise", "sample")
-    if not isinstance(model, MetaDropoutMLP):
-        if not isinstance(model, MLP):
-            raise ValueError(f"metadropout needs an MLP model, got {type(model).__name__}")
+    if isinstance(model, MetaDropoutMLP | MetaDropoutConvNet):
+        pass
+    elif isinstance(model, ConvNet):
+        model = MetaDropoutConvNet.from_convnet(model, noise)
+    elif isinstance(model, MLP):
         model = MetaDropoutMLP.from_mlp(model, noise)
-    elif model.noise_mode != noise:
+    else:
+        raise ValueError(f"metadropout needs an MLP or a ConvNet, got {type(model).__name__}")
+    if model.noise_mode != noise:
         model = copy.deepcopy(model)  # never change the caller's model behind its back
         model.noise_mode = noise
     return dataclasses.replace(

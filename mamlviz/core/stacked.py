@@ -35,22 +35,33 @@ from mamlviz.core.metagrad import reptile, unrolled
 
 
 class Stackable(Protocol):
-    """A model that can run T copies of itself side by side (``ConvNet.stacked_forward``)."""
+    """A model that can run T copies of itself side by side (``ConvNet.stacked_forward``).
 
-    def stacked_forward(self, params: Params, x: Tensor) -> Tensor: ...
+    ``noisy=True`` is the support forward of a model with ``noisy_support = True`` (Meta-Dropout's
+    noise net, :mod:`mamlviz.models.noise_conv`); other models ignore it.
+    """
+
+    def stacked_forward(self, params: Params, x: Tensor, noisy: bool = False) -> Tensor: ...
 
 
-def stacked_logits(net: Stackable, params: Params, x: Tensor) -> Tensor:
+def stacked_logits(net: Stackable, params: Params, x: Tensor, noisy: bool = False) -> Tensor:
     """Logits [T, N, ways] of T task networks (``params`` [T, ...]) on ``x`` [T, N, C, H, W]."""
-    return net.stacked_forward(params, x)
+    return net.stacked_forward(params, x, noisy)
 
 
-def per_task_losses(net: Stackable, params: Params, examples: Examples) -> Tensor:
+def per_task_losses(
+    net: Stackable, params: Params, examples: Examples, noisy: bool = False
+) -> Tensor:
     """Mean cross-entropy of each task, [T]."""
-    logits = stacked_logits(net, params, examples.x)
+    logits = stacked_logits(net, params, examples.x, noisy)
     tasks, n, ways = logits.shape
     losses = F.cross_entropy(logits.reshape(-1, ways), examples.y.reshape(-1), reduction="none")
     return losses.view(tasks, n).mean(1)
+
+
+def _noisy(learner: Learner) -> bool:
+    """Whether the learner's support loss is its model's noisy forward (Meta-Dropout)."""
+    return learner.support_loss is not None and getattr(learner.model, "noisy_support", False)
 
 
 def stack(meta: Params, tasks: int) -> Params:
@@ -62,7 +73,7 @@ def supports(learner: Learner) -> bool:
     """Whether :func:`meta_gradient` can run ``learner`` (else use ``outer.meta_gradient``)."""
     return (
         callable(getattr(learner.model, "stacked_forward", None))
-        and learner.support_loss is None
+        and (learner.support_loss is None or _noisy(learner))
         and learner.strategy in (unrolled, reptile)
     )
 
@@ -75,11 +86,24 @@ def stacked_learner(learner: Learner) -> Learner:
             "learner.model must have stacked_forward (a ConvNet) for the stacked path,"
             f" got {type(net)}"
         )
-    if learner.support_loss is not None:
-        raise ValueError("the stacked path needs learner.support_loss=None (no noisy forward)")
+    if learner.support_loss is not None and not _noisy(learner):
+        raise ValueError(
+            "the stacked path needs learner.support_loss=None or the model's noisy forward"
+        )
     if learner.strategy not in (unrolled, reptile):
         raise ValueError("learner.strategy must be metagrad.unrolled or metagrad.reptile")
-    return replace(learner, loss=lambda p, ex: per_task_losses(net, p, ex).sum())
+    support_loss = None
+    if learner.support_loss is not None:
+        samples = int(learner.options.get("samples", 1))
+
+        def support_loss(p: Params, ex: Examples) -> Tensor:
+            # the mean over noise draws of each draw's loss, as the per-task noisy loss
+            draws = [per_task_losses(net, p, ex, noisy=True).sum() for _ in range(samples)]
+            return torch.stack(draws).mean()
+
+    return replace(
+        learner, loss=lambda p, ex: per_task_losses(net, p, ex).sum(), support_loss=support_loss
+    )
 
 
 def meta_gradient(learner: Learner, meta: Params, episode: Episode) -> tuple[Params, Tensor]:

@@ -29,6 +29,8 @@ subtracts each channel's mean, so a bias before it has exactly zero gradient and
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -36,6 +38,8 @@ from torch import Tensor, nn
 from mamlviz.errors import check_range
 
 BLOCKS = 4
+
+Scale = Callable[[int, Tensor], Tensor]  # (block index from 1, block input) -> factor on conv out
 
 
 class BatchStatNorm(nn.Module):
@@ -89,26 +93,36 @@ class ConvNet(nn.Module):
         check_range("filters", filters, 1, integer=True)
         check_range("size", size, 16 if pool else 1, integer=True)
         self.ways, self.pool, self.size = int(ways), bool(pool), int(size)
-        stride = 1 if pool else 2
         ins = [channels] + [filters] * (BLOCKS - 1)
         for i, c in enumerate(ins, start=1):
-            self.add_module(f"conv{i}", nn.Conv2d(c, filters, 3, stride, 1, bias=False))
+            self.add_module(f"conv{i}", nn.Conv2d(c, filters, 3, self.stride, 1, bias=False))
             self.add_module(f"norm{i}", BatchStatNorm(filters))
         self.head = nn.Linear(filters, ways)
         for i in range(1, BLOCKS + 1):  # Xavier, as the MAML code initialises its conv filters
             nn.init.xavier_uniform_(getattr(self, f"conv{i}").weight)
 
-    def features(self, x: Tensor) -> Tensor:
-        """The 4 conv blocks and the spatial reduction: [N, C, H, W] -> [N, filters]."""
+    def features(self, x: Tensor, scale: Scale | None = None) -> Tensor:
+        """The 4 conv blocks and the spatial reduction: [N, C, H, W] -> [N, filters].
+
+        ``scale(i, h)``, when given, returns a factor for block i's convolution output, computed
+        from the block's input ``h`` (Meta-Dropout's noise, :mod:`mamlviz.models.noise_conv`).
+        """
         if x.dim() != 4:
             raise ValueError(f"x must have shape [N, C, H, W], got {tuple(x.shape)}")
         for i in range(1, BLOCKS + 1):
-            x = torch.relu(getattr(self, f"norm{i}")(getattr(self, f"conv{i}")(x)))
+            mu = getattr(self, f"conv{i}")(x)
+            if scale is not None:
+                mu = mu * scale(i, x)
+            x = torch.relu(getattr(self, f"norm{i}")(mu))
             if self.pool:
                 x = F.max_pool2d(x, 2)
         return x.flatten(1) if self.pool else x.mean(dim=(2, 3))
 
-    def stacked_forward(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+    @property
+    def stride(self) -> int:
+        return 1 if self.pool else 2
+
+    def stacked_forward(self, params: dict[str, Tensor], x: Tensor, noisy: bool = False) -> Tensor:
         """T copies of this network at once: ``params`` [T, ...], ``x`` [T, N, C, H, W]."""
         return stacked_logits(self, params, x)
 
@@ -125,11 +139,14 @@ def omniglot_convnet(
         return ConvNet(ways, pool=pool).to(dtype)
 
 
-def stacked_logits(net: ConvNet, params: dict[str, Tensor], x: Tensor) -> Tensor:
+def stacked_logits(
+    net: ConvNet, params: dict[str, Tensor], x: Tensor, scale: Scale | None = None
+) -> Tensor:
     """Logits [T, N, ways] of T task networks (``params`` [T, ...]) on ``x`` [T, N, C, H, W].
 
     The T networks run as ONE network with tasks stacked on the channel axis
-    (:mod:`mamlviz.core.stacked` explains why and how).
+    (:mod:`mamlviz.core.stacked` explains why and how). ``scale`` as in ``ConvNet.features``,
+    but on the stacked layout [N, T*C, H, W].
     """
     if x.dim() != 5:
         raise ValueError(f"x must have shape [tasks, N, C, H, W], got {tuple(x.shape)}")
@@ -137,10 +154,10 @@ def stacked_logits(net: ConvNet, params: dict[str, Tensor], x: Tensor) -> Tensor
     h = x.transpose(0, 1).reshape(n, -1, *x.shape[3:])  # channels task-major: [N, T*C, H, W]
     # Channels-last: the grouped convolutions and their backward run ~2x faster on CPU (oneDNN).
     h = h.contiguous(memory_format=torch.channels_last)
-    stride = 1 if net.pool else 2
     for i in range(1, BLOCKS + 1):
         w = params[f"conv{i}.weight"]
-        h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), stride=stride, padding=1, groups=tasks)
+        mu = F.conv2d(h, w.reshape(-1, *w.shape[2:]), stride=net.stride, padding=1, groups=tasks)
+        h = mu if scale is None else mu * scale(i, h)
         norm = getattr(net, f"norm{i}")
         weight, bias = params[f"norm{i}.weight"].reshape(-1), params[f"norm{i}.bias"].reshape(-1)
         # The fused kernel (and its double backward) is exact here, as no vmap is involved, and

@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mamlviz.algorithms import get_algorithm
+from mamlviz.algorithms.anil import head_names
 from mamlviz.core import stacked
 from mamlviz.core.episode import Episode, Examples
 from mamlviz.core.functional import Params
@@ -38,6 +39,7 @@ from mamlviz.core.metagrad import unrolled
 from mamlviz.core.outer import meta_step
 from mamlviz.core.rules import RULE_PREFIX
 from mamlviz.errors import Interrupted
+from mamlviz.models.noise import NOISE_PREFIX
 from mamlviz.training import checkpoint as ckpt
 from mamlviz.training import hub
 from mamlviz.training.config import TrainConfig, build
@@ -96,23 +98,52 @@ def _resume(path: Path, config: TrainConfig, meta: Params, state: dict[str, Any]
     return data.metadata
 
 
-def _warm_start(name: str, meta: Params, data: Any = None) -> dict[str, Any]:
+# Meta-parameters a variant adds to the base model, each with a neutral initial value.
+ADDED = (RULE_PREFIX, NOISE_PREFIX)
+
+
+def _new_head(
+    path: Path, given: Params, own: Params, head: frozenset[str]
+) -> tuple[Params, list[str]]:
+    """The checkpoint's parameters without its head when only the head's shape differs.
+
+    A 5-way checkpoint can start a 20-way run: its body is the learned part worth keeping, and
+    a head for other classes has nothing to inherit (labels are a random order in every
+    episode), so the run's own freshly initialised head is used. Any other mismatch is refused.
+    """
+    resized = [n for n in head if n in given and n in own and given[n].shape != own[n].shape]
+    if not resized or set(resized) != {n for n in head if n in own}:
+        return given, []
+    body = {n: w for n, w in given.items() if n not in head}
+    ckpt.check_params(path, body, {n: w for n, w in own.items() if n not in head})
+    return body, sorted(resized)
+
+
+def _warm_start(
+    name: str, meta: Params, data: Any = None, head: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """Copy the meta-parameters of checkpoint ``name`` into ``meta``; what to record of it.
 
     E.g. 5-shot training that starts from a 1-shot checkpoint, or Meta-SGD that starts from a
-    MAML checkpoint. The model's parameters must match in names and shapes. An inner rule's
+    MAML checkpoint. The model's parameters must match in names and shapes, except the
+    ``head`` (the last layer's parameter names) when it alone differs in shape: a 20-way run
+    from a 5-way checkpoint keeps its own fresh head (recorded as ``new_head``). An inner rule's
     meta-parameters (``rule.*``) the checkpoint lacks stay at their neutral initial value
     (alpha = inner_lr, identity curvature), where the variant equals MAML; so the run starts at
-    the checkpoint's own model. A checkpoint with rule parameters this run lacks is refused:
-    dropping learned step sizes would silently change the model it starts from.
+    the checkpoint's own model. So does Meta-Dropout's noise net (``noise.*``, zero on the conv
+    net, where the query network then equals the base net's). A checkpoint with such parameters
+    this run lacks is refused: dropping learned step sizes would silently change the model it
+    starts from.
     """
     source = hub.load(name)
-    own = {n: w for n, w in meta.items() if not n.startswith(RULE_PREFIX)}
-    given = {n: w for n, w in source.meta.items() if not n.startswith(RULE_PREFIX)}
-    ckpt.check_params(Path(source.path), given, own)
-    rules = [n for n in meta if n.startswith(RULE_PREFIX)]
+    own = {n: w for n, w in meta.items() if not n.startswith(ADDED)}
+    given = {n: w for n, w in source.meta.items() if not n.startswith(ADDED)}
+    given, new_head = _new_head(Path(source.path), given, own, head)
+    if not new_head:
+        ckpt.check_params(Path(source.path), given, own)
+    rules = [n for n in meta if n.startswith(ADDED)]
     kept = [n for n in rules if n not in source.meta]
-    dropped = [n for n in source.meta if n.startswith(RULE_PREFIX) and n not in meta]
+    dropped = [n for n in source.meta if n.startswith(ADDED) and n not in meta]
     if dropped or (kept and len(kept) < len(rules)):
         ckpt.check_params(Path(source.path), source.meta, meta)  # names the mismatch
     stored = source.metadata.get("data")
@@ -121,7 +152,7 @@ def _warm_start(name: str, meta: Params, data: Any = None) -> dict[str, Any]:
         raise ckpt.CheckpointError(source.path, "cannot warm-start: trained on another data split")
     with torch.no_grad():
         for n, w in meta.items():
-            if n in source.meta:
+            if n in source.meta and n not in new_head:
                 w.copy_(source.meta[n])
     info = source.metadata
     record = {
@@ -133,6 +164,8 @@ def _warm_start(name: str, meta: Params, data: Any = None) -> dict[str, Any]:
     }
     if kept:
         record["kept_at_init"] = kept
+    if new_head:
+        record["new_head"] = new_head
     return record
 
 
@@ -245,7 +278,7 @@ def fit(
         torch.manual_seed(config.stream_seed("noise"))
         learner, init = build(config)
         if config.init:
-            state["init"] = _warm_start(config.init, init, state["data"])
+            state["init"] = _warm_start(config.init, init, state["data"], head_names(learner.model))
         check_memory(config, learner, init, tasks)
         meta = {n: w.requires_grad_() for n, w in init.items()}
         if _outer_sgd(config):

@@ -18,6 +18,7 @@ from mamlviz.core.outer import meta_gradient
 from mamlviz.core.rules import RULE_PREFIX
 from mamlviz.models import MLP
 from mamlviz.models.convnet import BatchStatNorm, ConvNet, batch_stat_norm, omniglot_convnet
+from mamlviz.models.noise import NOISE_PREFIX
 
 TASKS, WAYS = 3, 5
 
@@ -81,24 +82,38 @@ def test_shapes(pool: bool) -> None:
 
 
 def generic(meta: dict) -> dict:
-    """Meta-SGD's rates and Meta-Curvature's factors moved off their neutral init (constant,
-    identity), so that a wrong axis or a missing transpose on the stacked path shows."""
+    """Meta-SGD's rates, Meta-Curvature's factors and Meta-Dropout's noise net moved off their
+    neutral init (constant, identity, zero), so that a wrong axis or a missing transpose on the
+    stacked path shows."""
     g = torch.Generator().manual_seed(5)
     return {
         n: w + 0.05 * torch.randn(w.shape, generator=g, dtype=w.dtype)
-        if n.startswith(RULE_PREFIX)
+        if n.startswith((RULE_PREFIX, NOISE_PREFIX))
         else w
         for n, w in meta.items()
     }
 
 
+ALGORITHMS = ["maml", "fomaml", "reptile", "metasgd", "metacurv", "anil", "metadropout"]
+
+
 @pytest.mark.parametrize("pool", [False, True])
-@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "reptile", "metasgd", "metacurv", "anil"])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("inner_steps", [1, 2])
 def test_stacked_equals_loop(pool: bool, algorithm: str, inner_steps: int) -> None:
-    """Every algorithm that runs on the stacked path (``stacked.supports``) equals the loop."""
+    """Every algorithm that runs on the stacked path (``stacked.supports``) equals the loop.
+
+    Meta-Dropout with its noise at the mean (deterministic, ``noise=mean``), two draws averaged:
+    the noise net's path through the support forward is then compared exactly.
+    """
+    options = {"noise": "mean", "samples": 2} if algorithm == "metadropout" else {}
     learner = make_learner(
-        algorithm, small_net(pool), "cross_entropy", inner_lr=0.4, inner_steps=inner_steps
+        algorithm,
+        small_net(pool),
+        "cross_entropy",
+        inner_lr=0.4,
+        inner_steps=inner_steps,
+        **options,
     )
     assert stacked.supports(learner)
     meta, ep = generic(learner.init_meta()), episode()
