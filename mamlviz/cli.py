@@ -346,10 +346,10 @@ EPILOGS = {
 
 def _defaults_text() -> str:
     """Each problem's paper defaults for the train flags, for --help."""
-    from mamlviz.training.problems import get_problem
+    from mamlviz.training.problems import available_problems, get_problem
 
     lines = []
-    for name in ("sinusoid", "omniglot", "omniglot-20way"):
+    for name in available_problems():
         d = get_problem(name).defaults("maml")
         lines.append(f"  {name}: " + ", ".join(f"{k} {d[k]:g}" for k in TRAIN_FIELDS if k in d))
     return (

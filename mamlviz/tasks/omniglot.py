@@ -25,6 +25,7 @@ from mamlviz.errors import check_range
 from mamlviz.tasks.omniglot_data import DRAWINGS, SIZE, OmniglotArrays
 
 SPLITS = ("train", "val", "test")
+LABELS = ("shuffled", "fixed")
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class OmniglotTasks:
         ways: int = 5,
         rotate_train: bool = True,
         rotate_eval: bool = False,
+        labels: str = "shuffled",
     ) -> None:
         self.arrays = arrays
         self.partition = partition if partition is not None else make_split(arrays)
@@ -101,18 +103,27 @@ class OmniglotTasks:
             ids = self.partition.classes(name)
             k = 4 if (rotate_train if name == "train" else rotate_eval) else 1
             self._pools[name] = (ids.repeat(k), torch.arange(k).repeat_interleave(len(ids)))
-        self.split, self.ways = "train", 2
-        self._bind(split, ways)
+        self.split, self.ways, self.labels = "train", 2, "shuffled"
+        self._bind(split, ways, labels)
 
-    def _bind(self, split: str, ways: int) -> None:
+    def _bind(self, split: str, ways: int, labels: str) -> None:
         self.partition.classes(split)  # validates the name
+        if labels not in LABELS:
+            raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
         check_range("ways", ways, 2, len(self._pools[split][0]), integer=True)
-        self.split, self.ways = split, int(ways)
+        self.split, self.ways, self.labels = split, int(ways), labels
 
-    def view(self, split: str | None = None, ways: int | None = None) -> OmniglotTasks:
-        """These tasks drawn from another ``split`` or with another number of ``ways``."""
+    def view(
+        self, split: str | None = None, ways: int | None = None, labels: str | None = None
+    ) -> OmniglotTasks:
+        """These tasks drawn from another ``split``, with another number of ``ways`` or
+        another label assignment (``labels``, see :meth:`sample`)."""
         other = copy.copy(self)  # shares the pixel, rotation and pool tensors
-        other._bind(self.split if split is None else split, self.ways if ways is None else ways)
+        other._bind(
+            self.split if split is None else split,
+            self.ways if ways is None else ways,
+            self.labels if labels is None else labels,
+        )
         return other
 
     def signature(self) -> dict[str, object]:
@@ -151,8 +162,17 @@ class OmniglotTasks:
 
         ``support.x`` is [meta_batch, ways * shots, 1, 28, 28] in [0, 1] (ink = 1) of ``dtype``
         and ``support.y`` int64 [meta_batch, ways * shots] with labels 0..ways-1, grouped by
-        label; ``query`` likewise with ``query_shots``. Which class gets which label is random
-        per task; support and query drawings of a class are distinct.
+        label; ``query`` likewise with ``query_shots``. Support and query drawings of a class
+        are distinct.
+
+        Which class gets which label: with ``labels="shuffled"`` (the standard, and the
+        default) a random order in every task, so no single network can solve the tasks
+        without their support sets (the tasks are *mutually exclusive*). With
+        ``labels="fixed"`` the classes are dealt into ``ways`` groups by their index (class i
+        into group i mod ways) and a task takes one class from each group, class of group j
+        labelled j: every class keeps one label in every task, and a network can learn to
+        classify the training tasks while ignoring their support sets (the label memorisation
+        of Yin et al. 2020, "Meta-Learning without Memorization", sec. 3).
         """
         ways, n_classes = self.ways, self.num_classes()
         check_range("shots", shots, 1, DRAWINGS - 1, integer=True)
@@ -169,8 +189,14 @@ class OmniglotTasks:
         per_class = shots + query_shots
         # Row-wise random permutations: the first `ways` entries are distinct classes in a
         # random label order; float64 keys make ties (and the bias they cause) negligible.
-        keys = torch.rand(meta_batch, n_classes, generator=generator, dtype=torch.float64)
-        pick = keys.argsort(dim=1)[:, :ways]
+        if self.labels == "fixed":
+            per_group = n_classes // ways  # the classes of the last incomplete round are unused
+            u = torch.rand(meta_batch, ways, generator=generator, dtype=torch.float64)
+            member = (u * per_group).long().clamp_(max=per_group - 1)
+            pick = torch.arange(ways) + ways * member  # class of group j: j, j + ways, ...
+        else:
+            keys = torch.rand(meta_batch, n_classes, generator=generator, dtype=torch.float64)
+            pick = keys.argsort(dim=1)[:, :ways]
         keys = torch.rand(meta_batch, ways, DRAWINGS, generator=generator, dtype=torch.float64)
         drawings = keys.argsort(dim=2)[..., :per_class]  # without replacement per class
         pixels = self._pixels[ids[pick].unsqueeze(-1), drawings]  # uint8 [B, ways, n, 784]

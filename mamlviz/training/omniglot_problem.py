@@ -117,3 +117,21 @@ register_problem(
         eval_defaults=_frozen(dict(shots=1, query_shots=None, tasks=600, steps=5)),
     )
 )
+
+register_problem(
+    Problem(
+        name="omniglot-fixed-labels",
+        title="Omniglot 5-way, meta-training labels fixed per class (non-mutually-exclusive)",
+        paper="Yin, Tucker, Zhou, Levine & Finn 2020, sec. 3 (label memorisation)",
+        make_model=lambda seed, dtype: omniglot_convnet(WAYS, seed=seed, dtype=dtype),
+        # only meta-training changes: every class keeps one label; meta-test is the standard
+        make_tasks=lambda split: omniglot_tasks().view(
+            split, labels="fixed" if split == "train" else "shuffled"
+        ),
+        loss="cross_entropy",
+        metric="accuracy",
+        batching="stacked",
+        train_defaults=_frozen(TRAIN_5WAY),
+        eval_defaults=_frozen(dict(shots=1, query_shots=None, tasks=600, steps=3)),
+    )
+)

@@ -81,6 +81,7 @@ PROBLEMS: dict[str, Problem] = {}
 LAZY = {
     "omniglot": "mamlviz.training.omniglot_problem",
     "omniglot-20way": "mamlviz.training.omniglot_problem",
+    "omniglot-fixed-labels": "mamlviz.training.omniglot_problem",
 }
 
 
