@@ -103,3 +103,26 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def synthetic_omniglot() -> Callable[..., object]:
+    """Factory of tiny Omniglot-shaped task distributions of random images (no data needed):
+    ``synthetic_omniglot(classes=8, seed=0, train_classes=6, val_classes=2)``."""
+    from mamlviz.tasks.omniglot import OmniglotTasks, make_split
+    from mamlviz.tasks.omniglot_data import OmniglotArrays
+
+    def make(classes: int = 8, seed: int = 0, train_classes: int = 6, val_classes: int = 2):
+        generator = torch.Generator().manual_seed(seed)
+        shape = (classes, 20, 28, 28)
+        images = torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
+        arrays = OmniglotArrays(
+            images,
+            [f"alphabet{i // 4}" for i in range(classes)],
+            [f"character{i % 4 + 1:02d}" for i in range(classes)],
+            torch.arange(classes) < classes // 2,
+        )
+        split = make_split(arrays, train_classes=train_classes, val_classes=val_classes)
+        return OmniglotTasks(arrays, split)
+
+    return make

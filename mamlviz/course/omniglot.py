@@ -79,7 +79,7 @@ class OmniglotDemo:
         checkpoint's own evaluation shots."""
         check_range("seed", seed, 0, 2**63 - 1, integer=True)
         if self.tasks is None:
-            self.tasks = get_problem("omniglot").make_tasks("test")
+            self.tasks = get_problem(self.checkpoint.config.problem).make_tasks("test")
             check_data(self.checkpoint, self.tasks)
         generator = torch.Generator().manual_seed(int(seed))
         shots = self.shots if shots is None else shots

@@ -37,24 +37,8 @@ def test_notebook_api_adapts_a_meta_test_task(omniglot_tasks: OmniglotTasks) -> 
 # --- how the query set is fed to the adapted net (transductive or not) --------------------
 
 
-def _synthetic_tasks(classes: int = 8, seed: int = 0):
-    """A tiny Omniglot-shaped data set of random images (no download needed)."""
-    from mamlviz.tasks.omniglot import make_split
-    from mamlviz.tasks.omniglot_data import OmniglotArrays
-
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (classes, 20, 28, 28), generator=generator, dtype=torch.uint8)
-    arrays = OmniglotArrays(
-        images,
-        [f"alphabet{i // 4}" for i in range(classes)],
-        [f"character{i % 4 + 1:02d}" for i in range(classes)],
-        torch.arange(classes) < classes // 2,
-    )
-    return OmniglotTasks(arrays, make_split(arrays, train_classes=6, val_classes=2))
-
-
-def _episode(query_shots: int = 2):
-    tasks = _synthetic_tasks().view("train", ways=5)
+def _episode(synthetic_omniglot, query_shots: int = 2):
+    tasks = synthetic_omniglot().view("train", ways=5)
     return tasks.sample(torch.Generator().manual_seed(1), 1, query_shots, 1).task(0)
 
 
@@ -63,12 +47,12 @@ def demo():
     return load_demo("omniglot-maml-5w1s")
 
 
-def test_transductive_prediction_is_one_batch_of_the_query_set(demo) -> None:
+def test_transductive_prediction_is_one_batch_of_the_query_set(demo, synthetic_omniglot) -> None:
     """The default mode is the original one: the trajectory's weights called on the query."""
     from mamlviz.core.functional import call
     from mamlviz.core.inner import Trajectory
 
-    episode = _episode()
+    episode = _episode(synthetic_omniglot)
     result = demo.adapt(episode, steps=2)
     learner = demo.learner()
     fast, frozen, rule_params = learner.split(dict(demo.meta))
@@ -86,11 +70,13 @@ def test_transductive_prediction_is_one_batch_of_the_query_set(demo) -> None:
 
 
 @pytest.mark.parametrize("with_support", [False, True])
-def test_per_example_modes_equal_one_call_per_query_example(demo, with_support: bool) -> None:
+def test_per_example_modes_equal_one_call_per_query_example(
+    demo, synthetic_omniglot, with_support: bool
+) -> None:
     from mamlviz.core.functional import call
     from mamlviz.course.omniglot import query_logits
 
-    episode = _episode()
+    episode = _episode(synthetic_omniglot)
     params = dict(demo.meta)
     got = query_logits(demo.model, params, episode, transductive=False, with_support=with_support)
     rows = []
@@ -104,10 +90,10 @@ def test_per_example_modes_equal_one_call_per_query_example(demo, with_support: 
     torch.testing.assert_close(result.probabilities[0], got.softmax(-1))
 
 
-def test_no_query_example_informs_another_unless_transductive(demo) -> None:
+def test_no_query_example_informs_another_unless_transductive(demo, synthetic_omniglot) -> None:
     from mamlviz.course.omniglot import query_logits
 
-    episode = _episode()
+    episode = _episode(synthetic_omniglot)
     other = episode.query.x.clone()
     other[1:] = other[1:].flip(-1)  # change every query image but the first
     changed = type(episode)(episode.support, type(episode.query)(other, episode.query.y))

@@ -11,27 +11,12 @@ from mamlviz.course import exercises_omniglot as ex
 from mamlviz.course.exercises import CHECKS
 from mamlviz.course.omniglot import load_demo
 from mamlviz.course.viz import omniglot as vo
-from mamlviz.tasks.omniglot import OmniglotTasks, make_split
-from mamlviz.tasks.omniglot_data import OmniglotArrays
 
 
-def _synthetic_tasks(classes: int = 8, seed: int = 0) -> OmniglotTasks:
-    """A tiny Omniglot-shaped data set of random images (as in test_omniglot.py)."""
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (classes, 20, 28, 28), generator=generator, dtype=torch.uint8)
-    arrays = OmniglotArrays(
-        images,
-        [f"alphabet{i // 4}" for i in range(classes)],
-        [f"character{i % 4 + 1:02d}" for i in range(classes)],
-        torch.arange(classes) < classes // 2,
-    )
-    return OmniglotTasks(arrays, make_split(arrays, train_classes=6, val_classes=2))
-
-
-def test_drawing_is_what_the_sampler_gives_a_rotated_class() -> None:
+def test_drawing_is_what_the_sampler_gives_a_rotated_class(synthetic_omniglot) -> None:
     """Every support image of sampled training tasks (rotations as classes) is drawing(c, d, r)
     for some character c, drawer d and rotation r, and its label's images share one (c, r)."""
-    tasks = _synthetic_tasks().view("train", ways=4)
+    tasks = synthetic_omniglot().view("train", ways=4)
     episode = tasks.sample(torch.Generator().manual_seed(3), 2, 1, 3)
     ids = tasks.partition.classes("train").tolist()
     table = {
@@ -48,8 +33,8 @@ def test_drawing_is_what_the_sampler_gives_a_rotated_class() -> None:
             assert len(found) == 1
 
 
-def test_split_of_and_alphabets_partition_the_characters() -> None:
-    tasks = _synthetic_tasks()
+def test_split_of_and_alphabets_partition_the_characters(synthetic_omniglot) -> None:
+    tasks = synthetic_omniglot()
     for name in ("train", "val", "test"):
         assert all(vo.split_of(tasks, i) == name for i in tasks.partition.classes(name).tolist())
     groups = vo.alphabets(tasks)
@@ -68,8 +53,8 @@ def test_mosaic_places_tiles_row_major_with_nan_padding() -> None:
         vo.mosaic(images, 2, 2)
 
 
-def test_episode_grid_rows_are_labels_support_then_query() -> None:
-    tasks = _synthetic_tasks().view("train", ways=3)
+def test_episode_grid_rows_are_labels_support_then_query(synthetic_omniglot) -> None:
+    tasks = synthetic_omniglot().view("train", ways=3)
     episode = tasks.sample(torch.Generator().manual_seed(0), 2, 1, 1).task(0)
     grid = vo.episode_grid(episode, 3, pad=2)
     assert grid.shape == (3 * 30 - 2, 4 * 30 - 2)
