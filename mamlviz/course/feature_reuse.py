@@ -12,6 +12,8 @@ inner loop of MAML changes. Their tools, here for the package's conv nets:
   images changes between theta and the adapted phi (linear centred kernel alignment, Kornblith,
   Norouzi, Lee & Hinton 2019, eq. 5; Raghu et al. use CCA and CKA alike);
 * :func:`weight_change_by_layer`: the relative distance ||phi - theta|| / ||theta|| per layer;
+* :func:`training_episodes`: meta-TRAINING tasks with shuffled or fixed labels, to see label
+  memorisation (Yin et al. 2020);
 * :func:`gradient_share`: each layer's share of the first inner step's first-order loss
   decrease, alpha ||g_l||^2 / alpha ||g||^2: where one SGD step can act.
 
@@ -34,6 +36,9 @@ from mamlviz.core.episode import Episode
 from mamlviz.core.functional import Params, call, detach
 from mamlviz.course.omniglot import OmniglotDemo
 from mamlviz.models.convnet import BLOCKS
+from mamlviz.tasks import TaskDistribution
+from mamlviz.training.evaluate import check_data
+from mamlviz.training.problems import get_problem
 
 LAYERS = (*(f"block {i}" for i in range(1, BLOCKS + 1)), "head")
 # The adaptation settings of the chapter: which layers the inner loop may change.
@@ -83,6 +88,24 @@ def episodes(demo: OmniglotDemo, count: int, seed: int = 0, query_shots: int = 1
     demo.sample(0)  # loads and checks the meta-test tasks
     generator = torch.Generator().manual_seed(seed)
     return demo.tasks.sample(generator, demo.shots, query_shots, count)
+
+
+def training_episodes(
+    demo: OmniglotDemo,
+    count: int,
+    labels: str = "shuffled",
+    seed: int = 0,
+    tasks: TaskDistribution | None = None,
+) -> Episode:
+    """``count`` episodes of the META-TRAINING classes with ``labels`` "shuffled" (the standard
+    sampler) or "fixed" (every class keeps one label: the tasks a memorising learner saw), as
+    one meta-batch. ``tasks`` defaults to the training tasks of the standard Omniglot problem,
+    checked against the data split the demo's checkpoint was trained on."""
+    if tasks is None:
+        tasks = get_problem("omniglot").make_tasks("train")
+        check_data(demo.checkpoint, tasks)
+    tasks = tasks.view("train", ways=demo.model.ways, labels=labels)  # type: ignore[attr-defined]
+    return tasks.sample(torch.Generator().manual_seed(seed), demo.shots, 1, count)
 
 
 def accuracy_adapting(
@@ -227,3 +250,10 @@ def gradient_share(demo: OmniglotDemo, episode: Episode) -> dict[str, Tensor]:
     }
     total = sum(sq.values())
     return {name: v / total for name, v in sq.items()}  # type: ignore[operator]
+
+
+def zero_head(demo: OmniglotDemo) -> OmniglotDemo:
+    """``demo`` with its head (weights and bias) set to zero: a linear probe on theta's body
+    that starts from uniform predictions instead of from the meta-learned head."""
+    meta = {n: torch.zeros_like(w) if layer_of(n) == "head" else w for n, w in demo.meta.items()}
+    return replace(demo, meta=meta)

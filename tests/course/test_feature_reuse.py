@@ -204,3 +204,27 @@ def test_reuse_explorer_moves_with_its_controls(demo) -> None:
     assert list(w.fig.data[4].y) == [0.0] * 5 and w.status.message == ""
     with pytest.raises(ValueError, match="setting must be one of"):
         measured.accuracy("everything")
+
+
+def test_zero_head_zeroes_the_head_only_and_predicts_uniformly(demo) -> None:
+    probe = fr.zero_head(demo)
+    for n, w in probe.meta.items():
+        assert torch.equal(w, torch.zeros_like(w)) if n.startswith("head.") else w is demo.meta[n]
+    x = fr.episodes(demo, 1, seed=2).query.x[0]
+    assert float(call(probe.model, probe.meta, x).abs().max()) == 0
+    assert demo.meta["head.weight"].abs().max() > 0  # the original is untouched
+
+
+def test_training_episodes_use_the_training_classes_with_the_chosen_labels(
+    demo, synthetic_omniglot
+) -> None:
+    tasks = synthetic_omniglot(20, train_classes=12, val_classes=2)
+    fixed = fr.training_episodes(demo, 6, "fixed", seed=1, tasks=tasks)
+    again = fr.training_episodes(demo, 6, "fixed", seed=1, tasks=tasks)
+    assert torch.equal(fixed.support.x, again.support.x)  # seeded
+    assert fixed.support.x.shape == (6, 5, 1, 28, 28)
+    test_images = {bytes(x.numpy()) for x in fr.episodes(demo, 20, seed=0).support.x.flatten(0, 1)}
+    train_images = {bytes(x.numpy()) for x in fixed.support.x.flatten(0, 1)}
+    assert not (test_images & train_images)  # meta-training characters, never meta-test ones
+    with pytest.raises(ValueError, match="labels must be one of"):
+        fr.training_episodes(demo, 2, "sorted", tasks=tasks)
