@@ -91,3 +91,36 @@ def test_explorer_moves_with_its_sliders_and_recovers_the_task(shipped) -> None:
     torch.testing.assert_close(
         amplitude * torch.sin(episode.query.x - phase), episode.query.y, rtol=1e-4, atol=1e-4
     )
+
+
+NOISY_MISTAKES = {
+    "zeros": lambda mu, a, eps: torch.zeros_like(mu),
+    "input unchanged": lambda mu, a, eps: mu,
+    "no noise (the query forward)": lambda mu, a, eps: mu * F.softplus(a),
+    "exp for softplus": lambda mu, a, eps: mu * torch.exp(a + eps),
+    "added, not multiplied": lambda mu, a, eps: mu + F.softplus(a + eps),
+    "wrong sign of the noise": lambda mu, a, eps: mu * F.softplus(a - eps),
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(NOISY_MISTAKES))
+def test_noisy_layer_checker_rejects_the_usual_mistakes(mistake: str, capsys) -> None:
+    from mamlviz.course import exercises_dropout as ex
+
+    assert ex.check_noisy_layer(NOISY_MISTAKES[mistake]) is False
+    assert capsys.readouterr().out.startswith("wrong:")
+
+
+def test_noisy_layer_checker_accepts_the_model_and_says_not_done(capsys) -> None:
+    from mamlviz.course import exercises_dropout as ex
+    from mamlviz.models.noise import multiplier
+
+    assert ex.check_noisy_layer(ex.reference_noisy_layer) is True
+    # the package's own multiplier, with the same draw, is the right answer
+    assert ex.check_noisy_layer(lambda mu, a, eps: mu * multiplier(a + eps, "mean", False))
+
+    def stub(*args):
+        raise NotImplementedError("exercise")
+
+    assert ex.check_noisy_layer(stub) is False
+    assert "not done yet" in capsys.readouterr().out

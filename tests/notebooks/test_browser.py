@@ -22,7 +22,7 @@ from browser.lab import CHROMIUM_FLAGS, Lab, chromium_path, start_lab
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 # Chapter prefixes of notebooks/NN_*.ipynb to drive; MAMLVIZ_BROWSER_CHAPTERS="05,06" overrides.
-CHAPTERS = os.environ.get("MAMLVIZ_BROWSER_CHAPTERS", "02,03,04,08,11").split(",")
+CHAPTERS = os.environ.get("MAMLVIZ_BROWSER_CHAPTERS", "02,03,04,08,09,10,11").split(",")
 RUN_ALL_TIMEOUT = float(os.environ.get("MAMLVIZ_BROWSER_TIMEOUT", "300"))
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
