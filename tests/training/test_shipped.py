@@ -13,7 +13,13 @@ import torch
 from mamlviz.training import hub
 from mamlviz.training.evaluate import evaluate_checkpoint
 
-SINUSOID = ["sinusoid-maml", "sinusoid-fomaml", "sinusoid-reptile", "sinusoid-pretrained"]
+SINUSOID = [
+    "sinusoid-maml",
+    "sinusoid-fomaml",
+    "sinusoid-reptile",
+    "sinusoid-pretrained",
+    "sinusoid-maml-replay",
+]
 PAPER_MAML = {1: 0.67, 5: 0.38, 10: 0.35}
 
 
@@ -87,3 +93,25 @@ def test_pretrained_is_far_worse_than_maml() -> None:
     assert pretrained.mean[1] - pretrained.ci95[1] > 2 * (maml.mean[1] + maml.ci95[1])
     for step in (1, 5, 10):
         assert pretrained.median[step] > 2 * maml.median[step]
+
+
+def test_the_replay_is_the_shipped_command_rerun_and_drifts_only_by_rounding_at_first() -> None:
+    """``sinusoid-maml-replay`` (chapter 02's scrubber: a theta snapshot every 1,000 iterations)
+    re-ran ``sinusoid-maml``'s command with today's code: the same initial theta bit for bit,
+    meta-losses equal to float32 rounding for the first 900 iterations, then another trajectory
+    (meta-training amplifies rounding), ending at an init of the same quality."""
+    shipped, replay = hub.load("sinusoid-maml"), hub.load("sinusoid-maml-replay")
+    assert replay.config == shipped.config and replay.metadata["seed"] == shipped.metadata["seed"]
+    first = (shipped.history.snapshots[0], replay.history.snapshots[0])
+    assert all(torch.equal(first[0][n], first[1][n]) for n in first[0])
+    assert len(replay.history.snapshots) == 31 and replay.history.snapshot_iterations[1] == 1000
+    ours = dict(zip(replay.history.iterations, replay.history.loss, strict=True))
+    early = [(it, loss) for it, loss in zip(shipped.history.iterations, shipped.history.loss,
+                                            strict=True) if it < 1000]  # fmt: skip
+    assert len(early) == 10
+    for it, loss in early:
+        assert abs(ours[it] - loss) <= 1e-6 * abs(loss), it
+    a, b = shipped.evaluation, replay.evaluation
+    assert a.settings() == b.settings()
+    for k in (1, 10):
+        assert abs(a.mean[k] - b.mean[k]) < max(a.ci95[k], b.ci95[k]), k
