@@ -24,6 +24,8 @@ NOTEBOOKS = REPO / "notebooks"
 # Chapter prefixes of notebooks/NN_*.ipynb to drive; MAMLVIZ_BROWSER_CHAPTERS="05,06" overrides.
 CHAPTERS = os.environ.get("MAMLVIZ_BROWSER_CHAPTERS", "02,03,04,08,09,10,11").split(",")
 RUN_ALL_TIMEOUT = float(os.environ.get("MAMLVIZ_BROWSER_TIMEOUT", "300"))
+# Widgets besides the main one that a chapter's browser test also moves (their CSS class).
+SECONDARY = {"02": ["mamlviz-scrubber"]}
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -125,6 +127,19 @@ def test_chapter_runs_and_first_slider_updates(prefix: str, browser, lab: Lab) -
             assert widget.screenshot() != image, f"{path.name}: the figure did not change"
         errors = nb.error_outputs(page)
         assert not errors, f"{path.name}: moving the slider raised:\n{errors[0][:2000]}"
+        for css in SECONDARY.get(prefix, []):
+            other = page.locator(f"{nb.PANEL} .{css}").first
+            other.scroll_into_view_if_needed()
+            other.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+            numbers, data = nb.printed_numbers(other), nb.figure_data(other)
+            nb.move_first_slider(page, other)
+            assert wait_for_change(lambda o=other: nb.printed_numbers(o), numbers) != numbers, (
+                f"{path.name}: {css}: no printed number changed"
+            )
+            assert wait_for_change(lambda o=other: nb.figure_data(o), data) != data, (
+                f"{path.name}: {css}: the figure did not change"
+            )
+            other.screenshot(path=shots / f"{path.stem}-{css}.png")
     finally:
         page.close()
         lab.shutdown_kernels()

@@ -23,13 +23,14 @@ from torch import Tensor
 
 from mamlviz.core.episode import Episode
 from mamlviz.core.functional import call
-from mamlviz.course.viz.common import MAIN_CLASS, TRUTH_COLOR, Status, color, fmt, guarded, readout
+from mamlviz.course.viz.common import TRUTH_COLOR, Status, color, fmt, guarded, readout
 from mamlviz.tasks.sinusoid import SinusoidTasks, sinusoid
 from mamlviz.training.evaluate import evaluate
 from mamlviz.training.hub import Checkpoint
 from mamlviz.training.problems import get_problem
 
 GRID = torch.linspace(-5, 5, 161).view(-1, 1)
+SCRUBBER_CLASS = "mamlviz-scrubber"
 
 
 class MetaTrainingScrubber:
@@ -63,7 +64,7 @@ class MetaTrainingScrubber:
         )
         self.slider = widgets.SelectionSlider(
             options=self.iterations,
-            value=self.iterations[-1],
+            value=self.iterations[0],  # drag forward through meta-training
             description="meta-iteration",
             continuous_update=True,
             style={"description_width": "110px"},
@@ -126,7 +127,7 @@ class MetaTrainingScrubber:
         self.fig.update_xaxes(title_text="meta-iteration", row=1, col=2)
         self.slider.observe(guarded(self.status, self.update), names="value")
         self.widget = widgets.VBox([self.slider, self.text, self.fig, self.status.widget])
-        self.widget.add_class(MAIN_CLASS)
+        self.widget.add_class(SCRUBBER_CLASS)  # chapter 02's second widget (browser test)
         self.update()
 
     def _task(self, shots: int, seed: int) -> Episode:
