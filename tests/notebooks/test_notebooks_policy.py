@@ -19,6 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+SCRIPTS = REPO / "scripts"
 
 
 def package_names() -> set[str]:
@@ -269,3 +270,23 @@ def test_the_git_clean_filter_strips_what_a_saved_notebook_holds() -> None:
     assert "widgets" not in clean.metadata
     assert clean.cells[0].outputs == [] and clean.cells[0].execution_count is None
     assert [o["output_type"] for o in clean.cells[1].outputs] == ["stream"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_section_states_its_time_and_the_chapter_its_total(path: Path) -> None:
+    """``scripts/section_times.py`` leaves the stored chapter unchanged: every ``## `` heading
+    carries its current estimate and the first cell their sum."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("section_times", SCRIPTS / "section_times.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    before = nbformat.writes(nb)
+    total = module.annotate(nb)
+    assert nbformat.writes(nb) == before, (
+        f"stale time estimates: run python scripts/section_times.py notebooks/{path.name}"
+    )
+    assert f"**Time:** about {total} minutes" in "".join(load(path)["cells"][0]["source"])
