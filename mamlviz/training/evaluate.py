@@ -10,9 +10,10 @@ The query set is larger than in training (100 points per sinusoid task): the exp
 of a task does not depend on how many query points estimate it, but more points estimate it with
 less noise. Tasks come from a generator seeded with ``EVAL_SEED``, a stream apart from training
 (training seeds are small integers), in fixed blocks of ``BLOCK`` tasks so that the tasks do not
-depend on how the work is chunked. All tasks go through one ``vmap`` (or ``chunk`` tasks at a
-time where memory is short), and all steps are recorded in the same pass, so step k costs one
-inner step, not k.
+depend on how many are evaluated; a noisy learner's support noise (Meta-Dropout) comes from one
+stream per block too. Each block goes through one ``vmap`` or stacked pass (or ``chunk`` tasks
+at a time where memory is short; for a noisy learner a smaller chunk draws other noise), and all
+steps are recorded in the same pass, so step k costs one inner step, not k.
 """
 
 from __future__ import annotations
@@ -206,14 +207,18 @@ def evaluate(
     ]
     parts = zip(*blocks, strict=True)  # support, query
     episode = Episode(*(Examples(*map(torch.cat, zip(*p, strict=True))) for p in parts))
-    chunk = tasks if chunk is None else chunk
-    check_range("chunk", chunk, 1, integer=True)
+    chunk = BLOCK if chunk is None else chunk
+    check_range("chunk", chunk, 1, BLOCK, integer=True)
     curves = []
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "eval-noise"))  # Meta-Dropout's support noise
-        for start in tqdm(range(0, tasks, chunk), disable=not progress, desc="evaluate"):
-            part = tree_map_episode(episode, slice(start, start + chunk))
-            curves.append(metric_curves(learner, meta, part, steps, metric))
+        for first in tqdm(range(0, tasks, BLOCK), disable=not progress, desc="evaluate"):
+            # Meta-Dropout's support noise: one stream per block of tasks, so that a task's
+            # noise, like the task itself, does not depend on how many tasks are evaluated
+            torch.manual_seed(derive_seed(seed, f"eval-noise:{first // BLOCK}"))
+            end = min(first + BLOCK, tasks)
+            for start in range(first, end, chunk):
+                part = tree_map_episode(episode, slice(start, min(start + chunk, end)))
+                curves.append(metric_curves(learner, meta, part, steps, metric))
     values = torch.cat(curves)
     mean, ci = summarize(values)
     finite = torch.isfinite(values)

@@ -14,7 +14,7 @@ from mamlviz.algorithms import make_learner
 from mamlviz.core.episode import Episode, Examples
 from mamlviz.models import sinusoid_mlp
 from mamlviz.tasks.sinusoid import SinusoidTasks
-from mamlviz.training.evaluate import Evaluation, evaluate, summarize
+from mamlviz.training.evaluate import Evaluation, evaluate, evaluate_checkpoint, summarize
 
 TASKS, SHOTS, QUERY, STEPS, LR, SEED = 7, 5, 20, 3, 0.01, 42
 
@@ -204,3 +204,17 @@ def test_checkpoint_evaluation_defaults_to_the_stored_settings() -> None:
     assert (other.shots, other.query_shots, other.tasks, other.steps) == (2, 7, 4, 1)
     # a different seed draws other tasks
     assert evaluate_checkpoint(loaded, seed=12).mean != again.mean
+
+
+def test_a_noisy_learners_first_block_does_not_depend_on_how_many_tasks_follow() -> None:
+    """Meta-Dropout's support noise comes from one stream per block of tasks, like the tasks:
+    the first 100 tasks of a 200-task evaluation are scored exactly as a 100-task evaluation."""
+    from mamlviz.training import hub
+
+    md = hub.load("sinusoid-metadropout-10shot")
+    small = evaluate_checkpoint(md, tasks=100, steps=1)
+    large = evaluate_checkpoint(md, tasks=200, steps=1)
+    torch.testing.assert_close(large.per_task[:100], small.per_task, rtol=0, atol=0)
+    # and the noise is real: another seed for the noise stream would change the scores
+    other = evaluate_checkpoint(md, tasks=100, steps=1, options={"samples": 2})
+    assert not torch.equal(other.per_task, small.per_task)
