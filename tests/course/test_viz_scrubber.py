@@ -42,6 +42,8 @@ def test_the_slider_moves_the_fits_and_the_marker(scrubber) -> None:
     first = (list(scrubber.fig.data[2].y), scrubber.text.value)
     scrubber.slider.value = scrubber.iterations[-1]
     assert list(scrubber.fig.data[2].y) != first[0] and scrubber.text.value != first[1]
+    for trace in scrubber.fig.data[1:3]:  # the fits are drawn against x in [-5, 5]
+        assert len(trace.x) == len(trace.y) == len(GRID) and trace.x[0] == -5.0
     it = scrubber.iterations[-1]
     assert scrubber.fig.data[5].x == (it,) and scrubber.status.message == ""
     assert scrubber.fig.data[5].y[0] == float(scrubber.held_out[-1, 1])

@@ -160,8 +160,9 @@ class MetaTrainingScrubber:
         i = self.index()
         fits, it = self.fits[i], self.iterations[i]
         with self.fig.batch_update():
-            self.fig.data[1].y = fits["theta"].tolist()  # type: ignore[attr-defined]
-            self.fig.data[2].y = fits["phi"].tolist()  # type: ignore[attr-defined]
+            grid = GRID.reshape(-1).tolist()  # x with y: plotly drops an x set beside y=[]
+            self.fig.data[1].x, self.fig.data[1].y = grid, fits["theta"].tolist()  # type: ignore[attr-defined]
+            self.fig.data[2].x, self.fig.data[2].y = grid, fits["phi"].tolist()  # type: ignore[attr-defined]
             self.fig.data[5].x, self.fig.data[5].y = [it], [float(self.held_out[i, 1])]
         self.text.value = (
             f"iteration {it:,} of {self.iterations[-1]:,}: query MSE on this task before"
