@@ -89,10 +89,18 @@ register_problem(
                         options={"inner_optimizer": "adam", "inner_batch": 10},
                     )
                 ),
+                # iMAML's Omniglot setting (Rajeswaran et al. 2019, Table 2 caption): 16 SGD
+                # steps of 0.1 on the proximal objective, lambda 2, 5 CG steps, at train and test
+                "imaml": _frozen(dict(inner_lr=0.1, inner_steps=16)),
             }
         ),
         eval_defaults=_frozen(dict(shots=1, query_shots=None, tasks=600, steps=3)),
-        algorithm_eval_defaults=_frozen({"reptile": _frozen(dict(steps=50, inner_batch=5))}),
+        algorithm_eval_defaults=_frozen(
+            {
+                "reptile": _frozen(dict(steps=50, inner_batch=5)),
+                "imaml": _frozen(dict(steps=16)),
+            }
+        ),
     )
 )
 

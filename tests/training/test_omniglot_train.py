@@ -71,6 +71,11 @@ def test_problem_is_registered_with_maml_defaults() -> None:
     assert r["options"] == {"inner_optimizer": "adam", "inner_batch": 10}
     want = {**problem.eval_defaults, "steps": 50, "inner_batch": 5}
     assert problem.eval_settings("reptile") == want
+    # iMAML's Omniglot setting: 16 proximal SGD steps of 0.1 at training and test, lambda 2
+    i = problem.defaults("imaml")
+    assert (i["inner_lr"], i["inner_steps"]) == (0.1, 16) and problem.eval_settings("imaml")[
+        "steps"
+    ] == 16
 
 
 @pytest.mark.parametrize("algorithm", ["metasgd", "metacurv"])
