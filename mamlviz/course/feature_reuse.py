@@ -203,11 +203,16 @@ def linear_cka(x: Tensor, y: Tensor) -> Tensor:
 
 
 def cka_by_layer(
-    demo: OmniglotDemo, episode: Episode, layers: Iterable[str] = LAYERS, steps: int = 3
+    demo: OmniglotDemo,
+    episode: Episode,
+    layers: Iterable[str] = LAYERS,
+    steps: int = 3,
+    phi: Params | None = None,
 ) -> dict[str, Tensor]:
     """Per layer, ``[tasks]`` linear CKA between its representation of each task's query images
-    at theta and after ``steps`` inner steps on ``layers`` (1: unchanged)."""
-    phi = adapted(demo, episode, layers, steps)
+    at theta and after ``steps`` inner steps on ``layers`` (1: unchanged). ``phi``: those
+    adapted parameters if the caller has them already (:func:`adapted`)."""
+    phi = adapted(demo, episode, layers, steps) if phi is None else phi
     meta = detach(demo.meta)
     out: dict[str, list[Tensor]] = {name: [] for name in LAYERS}
     with torch.no_grad():

@@ -35,6 +35,7 @@ cache folder).
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from mamlviz.models.convnet import omniglot_convnet
 from mamlviz.tasks.omniglot import OmniglotTasks
@@ -64,16 +65,34 @@ def omniglot_tasks(ways: int = WAYS) -> OmniglotTasks:
     return OmniglotTasks(load_omniglot(progress=False), ways=WAYS)
 
 
-register_problem(
-    Problem(
-        name="omniglot",
-        title="Omniglot 5-way few-shot classification",
-        paper="Finn, Abbeel & Levine 2017, sec. 5.2",
-        make_model=lambda seed, dtype: omniglot_convnet(WAYS, seed=seed, dtype=dtype),
-        make_tasks=lambda split: omniglot_tasks().view(split),
+EVAL_5WAY = dict(shots=1, query_shots=None, tasks=600, steps=3)
+
+
+def omniglot_problem(name: str, ways: int, labels: str = "shuffled", **fields: Any) -> Problem:
+    """An Omniglot problem over the shared images: ``ways``-way tasks, MAML's conv net for
+    ``ways`` classes, stacked batching; meta-training tasks labelled ``labels`` (meta-test and
+    validation tasks always shuffled). ``fields`` are the rest of the ``Problem``."""
+
+    def make_tasks(split: str) -> OmniglotTasks:
+        return omniglot_tasks(ways).view(split, labels=labels if split == "train" else "shuffled")
+
+    return Problem(
+        name=name,
+        make_model=lambda seed, dtype: omniglot_convnet(ways, seed=seed, dtype=dtype),
+        make_tasks=make_tasks,
         loss="cross_entropy",
         metric="accuracy",
         batching="stacked",
+        **fields,
+    )
+
+
+register_problem(
+    omniglot_problem(
+        "omniglot",
+        WAYS,
+        title="Omniglot 5-way few-shot classification",
+        paper="Finn, Abbeel & Levine 2017, sec. 5.2",
         train_defaults=_frozen(TRAIN_5WAY),
         algorithm_defaults=_frozen(
             {
@@ -94,7 +113,7 @@ register_problem(
                 "imaml": _frozen(dict(inner_lr=0.1, inner_steps=16)),
             }
         ),
-        eval_defaults=_frozen(dict(shots=1, query_shots=None, tasks=600, steps=3)),
+        eval_defaults=_frozen(EVAL_5WAY),
         algorithm_eval_defaults=_frozen(
             {
                 "reptile": _frozen(dict(steps=50, inner_batch=5)),
@@ -105,15 +124,11 @@ register_problem(
 )
 
 register_problem(
-    Problem(
-        name="omniglot-20way",
+    omniglot_problem(
+        "omniglot-20way",
+        WAYS_20,
         title="Omniglot 20-way few-shot classification",
         paper="Finn, Abbeel & Levine 2017, sec. 5.2 (20-way settings of the MAML code)",
-        make_model=lambda seed, dtype: omniglot_convnet(WAYS_20, seed=seed, dtype=dtype),
-        make_tasks=lambda split: omniglot_tasks(WAYS_20).view(split),
-        loss="cross_entropy",
-        metric="accuracy",
-        batching="stacked",
         # MAML's 20-way flags differ from its 5-way ones in these only; 20-way iterations cost
         # ~15x more on CPU, hence the denser checkpoints.
         train_defaults=_frozen(
@@ -122,24 +137,18 @@ register_problem(
                 inner_lr=0.1, inner_steps=5, meta_batch=16, checkpoint_every=50, snapshot_every=500
             )
         ),
-        eval_defaults=_frozen(dict(shots=1, query_shots=None, tasks=600, steps=5)),
+        eval_defaults=_frozen(EVAL_5WAY | dict(steps=5)),
     )
 )
 
 register_problem(
-    Problem(
-        name="omniglot-fixed-labels",
+    omniglot_problem(
+        "omniglot-fixed-labels",
+        WAYS,
+        labels="fixed",  # only meta-training changes; meta-test is the standard one
         title="Omniglot 5-way, meta-training labels fixed per class (non-mutually-exclusive)",
         paper="Yin, Tucker, Zhou, Levine & Finn 2020, sec. 3 (label memorisation)",
-        make_model=lambda seed, dtype: omniglot_convnet(WAYS, seed=seed, dtype=dtype),
-        # only meta-training changes: every class keeps one label; meta-test is the standard
-        make_tasks=lambda split: omniglot_tasks().view(
-            split, labels="fixed" if split == "train" else "shuffled"
-        ),
-        loss="cross_entropy",
-        metric="accuracy",
-        batching="stacked",
         train_defaults=_frozen(TRAIN_5WAY),
-        eval_defaults=_frozen(dict(shots=1, query_shots=None, tasks=600, steps=3)),
+        eval_defaults=_frozen(EVAL_5WAY),
     )
 )

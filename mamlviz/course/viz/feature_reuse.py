@@ -61,8 +61,8 @@ class ReuseMeasurements:
         key = (setting, steps)
         if key not in self._layers:
             layers = fr.SETTINGS[setting]
-            cka = fr.cka_by_layer(self.demo, self.probe, layers, steps)
-            phi = fr.adapted(self.demo, self.probe, layers, steps)
+            phi = fr.adapted(self.demo, self.probe, layers, steps)  # once, for both measures
+            cka = fr.cka_by_layer(self.demo, self.probe, phi=phi)
             change = fr.weight_change_by_layer(self.demo.meta, phi)
             self._layers[key] = (
                 {n: float(v.mean()) for n, v in cka.items()},

@@ -151,11 +151,6 @@ class MetaTrainingScrubber:
     def index(self) -> int:
         return self.iterations.index(self.slider.value)
 
-    def meta_loss_at(self, iteration: int) -> float:
-        """The recorded meta-loss at the history entry nearest ``iteration``."""
-        its = torch.tensor(list(self.history.iterations), dtype=torch.float64)
-        return float(self.history.loss[int((its - iteration).abs().argmin())])
-
     def update(self) -> None:
         i = self.index()
         fits, it = self.fits[i], self.iterations[i]
