@@ -1,7 +1,8 @@
 """The algorithm registry and its rows, one module per family.
 
 Importing this package registers every row: ``maml`` (maml, fomaml, pretrained), ``reptile``,
-``metasgd``, ``metacurv``, ``imaml``, ``metadropout``, ``anil``. ``mer`` (Meta-Experience
+``metasgd``, ``metacurv``, ``imaml``, ``metadropout``, ``anil``, and the metric-based
+``protonet`` (Prototypical Networks, no inner loop). ``mer`` (Meta-Experience
 Replay) learns online from a stream rather than from episodes, so it is a runner, not a
 registry row.
 """
@@ -13,6 +14,7 @@ from mamlviz.algorithms import (  # noqa: F401  (each module registers its rows)
     metacurv,
     metadropout,
     metasgd,
+    protonet,
     reptile,
 )
 from mamlviz.algorithms.registry import (

@@ -15,9 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
-from mamlviz.core.functional import make_loss
+from mamlviz.core.episode import Episode
+from mamlviz.core.functional import Params, make_loss
 from mamlviz.core.learner import Learner, Strategy
 from mamlviz.core.rules import SGD, Adam, InnerRule
 from mamlviz.errors import check_range
@@ -45,6 +46,17 @@ class AlgorithmSpec:
     # False where the inner step sizes are learned (Meta-SGD): inner_lr is then only their
     # initial value, and an evaluation-time inner_lr would be ignored, so it is refused.
     uses_inner_lr: bool = True
+    # Metric-based rows (ProtoNet) have no inner loop: ``classify(learner, meta, episode)``
+    # gives the query logits [tasks, query examples, ways] of a meta-batch episode from its
+    # support sets, which evaluation scores instead of adapting; inner_steps must then be 0.
+    classify: Callable[[Learner, Params, Episode], Tensor] | None = None
+    # False where the strategy must run task by task (ProtoNet reads each task's ways from its
+    # labels), not under vmap over the meta-batch.
+    batched: bool = True
+
+    @property
+    def has_inner_loop(self) -> bool:
+        return self.classify is None
 
     def known_options(self) -> dict[str, str]:
         """Option key -> allowed values and default."""
@@ -113,6 +125,11 @@ def make_learner(
     spec.check_options(options)
     check_range("inner_lr", inner_lr, 0.0)
     check_range("inner_steps", inner_steps, 0, integer=True)
+    if not spec.has_inner_loop and inner_steps != 0:
+        raise ValueError(
+            f"inner_steps must be in [0, 0] for {spec.name!r}, got {inner_steps!r}: it has no"
+            " inner loop (it classifies the query set from the support set directly)"
+        )
     opts = {**dict(spec.defaults), **options}
     inner_batch = opts.pop("inner_batch", None)
     learner = Learner(

@@ -103,26 +103,38 @@ class OmniglotTasks:
             ids = self.partition.classes(name)
             k = 4 if (rotate_train if name == "train" else rotate_eval) else 1
             self._pools[name] = (ids.repeat(k), torch.arange(k).repeat_interleave(len(ids)))
-        self.split, self.ways, self.labels = "train", 2, "shuffled"
+        self.split, self.ways, self.labels, self.classes = "train", 2, "shuffled", None
         self._bind(split, ways, labels)
 
-    def _bind(self, split: str, ways: int, labels: str) -> None:
+    def _bind(self, split: str, ways: int, labels: str, classes: int | None = None) -> None:
         self.partition.classes(split)  # validates the name
         if labels not in LABELS:
             raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
-        check_range("ways", ways, 2, len(self._pools[split][0]), integer=True)
+        pool = len(self._pools[split][0])
+        if classes is not None:
+            check_range("classes", classes, 2, pool, integer=True)
+        limit = pool if classes is None else int(classes)
+        check_range("ways", ways, 2, limit, integer=True)
         self.split, self.ways, self.labels = split, int(ways), labels
+        self.classes = None if classes is None else int(classes)
 
     def view(
-        self, split: str | None = None, ways: int | None = None, labels: str | None = None
+        self,
+        split: str | None = None,
+        ways: int | None = None,
+        labels: str | None = None,
+        classes: int | None = None,
     ) -> OmniglotTasks:
-        """These tasks drawn from another ``split``, with another number of ``ways`` or
-        another label assignment (``labels``, see :meth:`sample`)."""
+        """These tasks drawn from another ``split``, with another number of ``ways``, another
+        label assignment (``labels``, see :meth:`sample`), or from the first ``classes``
+        classes of the split only (None: all; a new split or cap always resets it)."""
         other = copy.copy(self)  # shares the pixel, rotation and pool tensors
+        same_split = split is None or split == self.split
         other._bind(
             self.split if split is None else split,
             self.ways if ways is None else ways,
             self.labels if labels is None else labels,
+            classes if classes is not None or not same_split else self.classes,
         )
         return other
 
@@ -148,7 +160,8 @@ class OmniglotTasks:
         """Number of classes a task of ``split`` is drawn from (rotated copies count)."""
         split = self.split if split is None else split
         self.partition.classes(split)  # validates the name
-        return len(self._pools[split][0])
+        pool = len(self._pools[split][0])
+        return pool if self.classes is None or split != self.split else min(pool, self.classes)
 
     def sample(
         self,

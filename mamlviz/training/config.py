@@ -68,9 +68,13 @@ class TrainConfig:
         check_range("inner_lr", self.inner_lr, 0.0)
         check_range("outer_lr", self.outer_lr, 0.0, low_open=True)
         check_range("inner_steps", self.inner_steps, 0, integer=True)
-        if self.algorithm == "pretrained" and self.inner_steps != 0:
-            raise ValueError(f"inner_steps must be 0 for 'pretrained', got {self.inner_steps}")
-        if self.algorithm != "pretrained" and self.inner_steps == 0:
+        zero_steps = self.algorithm == "pretrained" or not spec.has_inner_loop
+        if zero_steps and self.inner_steps != 0:
+            raise ValueError(
+                f"inner_steps must be 0 for {self.algorithm!r}, got {self.inner_steps}"
+                + ("" if spec.has_inner_loop else " (it has no inner loop)")
+            )
+        if not zero_steps and self.inner_steps == 0:
             raise ValueError(
                 f"inner_steps must be in [1, inf) for {self.algorithm!r}, got 0 (zero inner steps"
                 " trains the joint-training baseline: use --algorithm pretrained)"

@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.func import vmap
 from tqdm.auto import tqdm
 
-from mamlviz.algorithms import get_algorithm
+from mamlviz.algorithms import ALGORITHMS, get_algorithm
 from mamlviz.core import stacked
 from mamlviz.core.episode import Episode, Examples
 from mamlviz.core.functional import Params, call, detach
@@ -139,6 +139,17 @@ def metric_curves(
     task; :func:`mamlviz.core.stacked.accuracy_curves`) unless ``stacked_path=False``; everything
     else under ``vmap``.
     """
+    spec = ALGORITHMS.get(learner.algorithm)
+    if spec is not None and spec.classify is not None:  # no inner loop (ProtoNet)
+        if steps != 0 or metric != "accuracy":
+            raise ValueError(
+                f"steps must be 0 and metric 'accuracy' for {spec.name!r} (it has no inner loop"
+                f" and classifies), got steps {steps} and metric {metric!r}"
+            )
+        logits = spec.classify(learner, detach(meta), episode)
+        hits = (logits.argmax(-1) == episode.query.y).to(logits.dtype).mean(1)
+        finite = torch.isfinite(logits).flatten(1).all(1)  # non-finite is NaN, not chance
+        return torch.where(finite, hits, torch.nan).unsqueeze(1)
     if stacked_path and metric == "accuracy" and stacked.supports(learner):
         return stacked.accuracy_curves(learner, meta, episode, steps)
     measure = METRICS[metric]
@@ -228,6 +239,8 @@ def evaluate(
     inner_lr = getattr(learner.rule, "inner_lr", None)
     learned = getattr(learner.rule, "learned_lr", False)  # Meta-SGD: the rates are alpha
     inner_lr = None if inner_lr is None or learned else float(inner_lr)
+    if learner.algorithm in ALGORITHMS and not get_algorithm(learner.algorithm).has_inner_loop:
+        inner_lr = None  # ProtoNet: no step size is used
     return Evaluation(
         metric,
         mean,
@@ -273,6 +286,8 @@ def evaluate_checkpoint(
     """
     problem = get_problem(checkpoint.config.problem)
     spec = get_algorithm(checkpoint.config.algorithm)
+    if inner_lr is not None and not spec.has_inner_loop:
+        raise ValueError(f"--inner-lr does not apply to {spec.name}: it has no inner loop")
     if inner_lr is not None and not spec.uses_inner_lr:
         raise ValueError(
             f"--inner-lr does not apply to {spec.name}: its inner step sizes are learned"

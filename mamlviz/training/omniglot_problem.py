@@ -65,16 +65,35 @@ def omniglot_tasks(ways: int = WAYS) -> OmniglotTasks:
     return OmniglotTasks(load_omniglot(progress=False), ways=WAYS)
 
 
+# Prototypical Networks (Snell et al. 2017, sec. 3.1): one 60-way episode per update with 5 query
+# points per class, Adam 1e-3 halved every 2000 episodes, training shots = test shots; no inner
+# loop. The paper gives no episode count; 6,000 is this course's CPU budget (README).
+PROTONET = dict(
+    inner_lr=0.0,
+    inner_steps=0,
+    shots=1,
+    query_shots=5,
+    meta_batch=1,
+    outer_lr=1e-3,
+    iterations=6000,
+    options={"train_ways": 60, "halve_every": 2000},
+)
+
 EVAL_5WAY = dict(shots=1, query_shots=None, tasks=600, steps=3)
 
 
-def omniglot_problem(name: str, ways: int, labels: str = "shuffled", **fields: Any) -> Problem:
+def omniglot_problem(
+    name: str, ways: int, labels: str = "shuffled", classes: int | None = None, **fields: Any
+) -> Problem:
     """An Omniglot problem over the shared images: ``ways``-way tasks, MAML's conv net for
-    ``ways`` classes, stacked batching; meta-training tasks labelled ``labels`` (meta-test and
-    validation tasks always shuffled). ``fields`` are the rest of the ``Problem``."""
+    ``ways`` classes, stacked batching; meta-training tasks labelled ``labels`` and drawn from
+    the first ``classes`` training classes (None: all); meta-test and validation tasks are
+    always the standard ones. ``fields`` are the rest of the ``Problem``."""
 
     def make_tasks(split: str) -> OmniglotTasks:
-        return omniglot_tasks(ways).view(split, labels=labels if split == "train" else "shuffled")
+        if split != "train":
+            return omniglot_tasks(ways).view(split, labels="shuffled")
+        return omniglot_tasks(ways).view(split, labels=labels, classes=classes)
 
     return Problem(
         name=name,
@@ -111,6 +130,7 @@ register_problem(
                 # iMAML's Omniglot setting (Rajeswaran et al. 2019, Table 2 caption): 16 SGD
                 # steps of 0.1 on the proximal objective, lambda 2, 5 CG steps, at train and test
                 "imaml": _frozen(dict(inner_lr=0.1, inner_steps=16)),
+                "protonet": _frozen(PROTONET),
             }
         ),
         eval_defaults=_frozen(EVAL_5WAY),
@@ -118,6 +138,7 @@ register_problem(
             {
                 "reptile": _frozen(dict(steps=50, inner_batch=5)),
                 "imaml": _frozen(dict(steps=16)),
+                "protonet": _frozen(dict(steps=0)),  # no inner loop
             }
         ),
     )
@@ -152,3 +173,21 @@ register_problem(
         eval_defaults=_frozen(EVAL_5WAY),
     )
 )
+
+# Label memorisation needs each class to recur often enough to be learned by heart: over all
+# 4,400 training classes 1,000 iterations meet each class ~36 times and nothing is memorised
+# (chapter 09). Over the first 100 classes (100 characters, unrotated) the same budget meets each
+# class ~1,600 times. The two problems differ in the label assignment only.
+for _labels, _suffix in (("shuffled", ""), ("fixed", "-fixed-labels")):
+    register_problem(
+        omniglot_problem(
+            f"omniglot-100{_suffix}",
+            WAYS,
+            labels=_labels,
+            classes=100,
+            title=f"Omniglot 5-way, meta-training on 100 classes, labels {_labels}",
+            paper="Yin, Tucker, Zhou, Levine & Finn 2020, sec. 3 (label memorisation)",
+            train_defaults=_frozen(TRAIN_5WAY),
+            eval_defaults=_frozen(EVAL_5WAY),
+        )
+    )

@@ -82,6 +82,8 @@ LAZY = {
     "omniglot": "mamlviz.training.omniglot_problem",
     "omniglot-20way": "mamlviz.training.omniglot_problem",
     "omniglot-fixed-labels": "mamlviz.training.omniglot_problem",
+    "omniglot-100": "mamlviz.training.omniglot_problem",
+    "omniglot-100-fixed-labels": "mamlviz.training.omniglot_problem",
 }
 
 

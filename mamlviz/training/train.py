@@ -16,6 +16,7 @@ and resumed from its last checkpoint ends with exactly the weights of an uninter
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shlex
@@ -36,7 +37,7 @@ from mamlviz.core.episode import Episode, Examples
 from mamlviz.core.functional import Params
 from mamlviz.core.learner import Learner
 from mamlviz.core.metagrad import unrolled
-from mamlviz.core.outer import meta_step
+from mamlviz.core.outer import meta_gradient, meta_step
 from mamlviz.core.rules import RULE_PREFIX
 from mamlviz.errors import Interrupted
 from mamlviz.models.noise import NOISE_PREFIX
@@ -69,6 +70,15 @@ def hardware() -> dict[str, Any]:
 
 def _outer_sgd(config: TrainConfig) -> bool:
     return get_algorithm(config.algorithm).outer == "sgd"
+
+
+def _outer_lr(config: TrainConfig, i: int) -> float:
+    """The outer step size of iteration ``i``: Reptile's eps annealed linearly to 0; with option
+    ``halve_every`` (ProtoNet, Snell et al. 2017) Adam's step halved every that many episodes."""
+    if _outer_sgd(config):
+        return config.outer_lr * (1 - i / config.iterations)
+    halve = config.options.get("halve_every")
+    return config.outer_lr if halve is None else config.outer_lr * 0.5 ** (i // int(halve))
 
 
 def _resume(path: Path, config: TrainConfig, meta: Params, state: dict[str, Any]) -> dict:
@@ -279,6 +289,8 @@ def fit(
         learner, init = build(config)
         if config.init:
             state["init"] = _warm_start(config.init, init, state["data"], head_names(learner.model))
+        if "train_ways" in config.options:  # ProtoNet: training episodes of other ways
+            tasks = tasks.view(ways=int(config.options["train_ways"]))
         check_memory(config, learner, init, tasks)
         meta = {n: w.requires_grad_() for n, w in init.items()}
         if _outer_sgd(config):
@@ -299,11 +311,12 @@ def fit(
         started = time.perf_counter() - state["wall_time_s"]
         stack = get_problem(config.problem).batching == "stacked" and stacked.supports(learner)
         gradient = stacked.meta_gradient if stack else None
+        if not get_algorithm(config.algorithm).batched:  # task by task (ProtoNet)
+            gradient = functools.partial(meta_gradient, batched=False)
         saved_at = state["iteration"] if path is not None and path.exists() else None
         try:
             for i in range(state["iteration"], end):
-                if _outer_sgd(config):  # Reptile: eps annealed linearly to 0
-                    optimizer.param_groups[0]["lr"] = config.outer_lr * (1 - i / config.iterations)
+                optimizer.param_groups[0]["lr"] = _outer_lr(config, i)
                 episode = tasks.sample(
                     generator,
                     config.shots,

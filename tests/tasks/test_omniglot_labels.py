@@ -77,3 +77,31 @@ def test_fixed_labels_are_seeded_and_reject_unknown_modes(tasks: OmniglotTasks) 
     assert torch.equal(a, b)
     with pytest.raises(ValueError, match="labels must be one of"):
         tasks.view(labels="sorted")
+
+
+@pytest.mark.parametrize("labels", ["shuffled", "fixed"])
+def test_a_class_cap_draws_from_the_first_classes_of_the_pool_only(
+    tasks: OmniglotTasks, labels: str
+) -> None:
+    """``classes=K`` keeps the first K classes of the training pool (unrotated characters
+    first), with either label assignment; fixed labels stay one label per class."""
+    capped = tasks.view(labels=labels, classes=10)
+    assert capped.num_classes() == 10 and capped.num_classes("test") == tasks.num_classes("test")
+    seen = label_maps(capped, 1, meta_batch=200)
+    first = tasks.partition.train[:10].tolist()
+    assert {who for who in seen} == {(c, 0) for c in first}  # all ten met, none other, unrotated
+    if labels == "fixed":
+        assert all(len(ys) == 1 for ys in seen.values())
+    else:
+        assert max(len(ys) for ys in seen.values()) > 1
+    # another split drops the cap; the same split keeps it
+    assert capped.view(split="val").classes is None and capped.view(ways=3).classes == 10
+
+
+def test_a_class_cap_outside_its_range_is_refused(tasks: OmniglotTasks) -> None:
+    with pytest.raises(ValueError, match="classes"):
+        tasks.view(classes=1)
+    with pytest.raises(ValueError, match="classes"):
+        tasks.view(classes=tasks.num_classes() + 1)
+    with pytest.raises(ValueError, match="ways"):
+        tasks.view(classes=3, ways=5)

@@ -78,7 +78,8 @@ def test_stored_evaluation_is_reproduced_and_meets_the_bar(name: str) -> None:
     assert stored is not None and stored.tasks == 600 and stored.metric == "accuracy"
     ways, shots = map(int, SHOTS.search(name).groups())
     assert stored.shots == shots and stored.query_shots == shots
-    assert loaded.model.ways == ways
+    if loaded.config.algorithm != "protonet":  # a ProtoNet has no head, hence no ways
+        assert loaded.model.ways == ways
     per_task = stored.per_task
     assert per_task is not None and tuple(per_task.shape) == (600, stored.steps + 1)
     mean, ci = summarize(per_task)
@@ -95,7 +96,8 @@ def test_stored_evaluation_is_reproduced_and_meets_the_bar(name: str) -> None:
     else:
         floor, chance_bound = OURS[name]
         assert final >= floor, (name, final, floor)
-    assert 100 * stored.mean[0] < chance_bound  # chance before adapting: the classes are new
+    if stored.steps > 0:  # chance before adapting: the classes are new
+        assert 100 * stored.mean[0] < chance_bound
     meta = loaded.metadata
     for key in ("command", "iteration", "wall_time_s", "hardware", "torch_version"):
         assert key in meta, key
