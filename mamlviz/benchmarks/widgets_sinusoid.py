@@ -1,18 +1,22 @@
 """Widget suite: how long the sinusoid chapters' slider callbacks take (bar: < 100 ms median).
 
-Each chapter's main widget is built as in its notebook (shipped checkpoints when present, fresh
-networks otherwise, which cost the same), then every slider is set programmatically to a cycle
-of values and the wall time of each assignment is measured: the observer runs synchronously, so
-that is the whole callback (inner loops from each init, projection, figure update; not the
-browser's redraw). Values stay in the stable range, because a diverging inner loop stops early
-and would flatter the timing.
+Chapters 02 and 04 (main widgets), 05 (the Taylor widget's k and inner_lr, and the 2-D toy's
+three sliders) and 07 (the implicit widget's lam). Each widget is built as in its notebook
+(shipped checkpoints when present, fresh networks otherwise, which cost the same), then every
+slider is set programmatically to a cycle of values and the wall time of each assignment is
+measured: the observer runs synchronously, so that is the whole callback (inner loops from each
+init, projection, figure update; not the browser's redraw). Values stay in the stable range,
+because a diverging inner loop stops early and would flatter the timing. Chapter 07's widget
+caches its result per lam, so its cache is emptied before every assignment: the row is the
+cost of a lam not visited yet.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -26,6 +30,13 @@ CHAPTER_02_VALUES = {
     "phase": (0.5, 1.0, 1.5, 2.0),
 }
 CHAPTER_04_VALUES = {"inner_lr": (0.005, 0.008, 0.012, 0.015)}
+CHAPTER_05_VALUES = {"inner_steps": (1, 3, 2, 3), "inner_lr": (0.003, 0.03, 0.01, 0.05)}
+TOY2D_VALUES = {
+    "inner_lr": (0.05, 0.1, 0.2, 0.3),
+    "inner_steps": (1, 3, 5, 10),
+    "lam": (0.3, 1.0, 3.0, 10.0),
+}
+CHAPTER_07_VALUES = {"lam": (10**0.5, 10**1.0, 10**1.5, 10**2.0)}
 
 
 def _inits() -> tuple[torch.nn.Module, dict[str, Any], str]:
@@ -48,13 +59,22 @@ def _inits() -> tuple[torch.nn.Module, dict[str, Any], str]:
     return model, inits, source
 
 
-def time_slider(widget: Any, name: str, values: Sequence[float], repeats: int) -> list[float]:
-    """Milliseconds of each of ``repeats`` assignments cycling through ``values``."""
+def time_slider(
+    widget: Any,
+    name: str,
+    values: Sequence[float],
+    repeats: int,
+    before: Callable[[], None] | None = None,
+) -> list[float]:
+    """Milliseconds of each of ``repeats`` assignments cycling through ``values``; ``before``
+    runs (untimed) ahead of each one."""
     slider, times = widget.sliders[name], []
     for i in range(repeats):
         value = values[i % len(values)]
         if slider.value == value:
             value = values[(i + 1) % len(values)]
+        if before is not None:
+            before()
         start = time.perf_counter()
         slider.value = value
         times.append(1000 * (time.perf_counter() - start))
@@ -72,7 +92,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         torch.set_num_threads(threads)
     lines = [f"widget callbacks ({source}; 1 torch thread, bar {BAR_MS:g} ms)"]
     lines += [
-        f"  ch{r['chapter']} {r['slider']:<12} median {r['median_ms']:7.1f} ms"
+        f"  ch{r['chapter']} {r['widget']:<10} {r['slider']:<12} median {r['median_ms']:7.1f} ms"
         f"  max {r['max_ms']:7.1f} ms  {'ok' if r['ok'] else 'SLOW'}"
         for r in rows
     ]
@@ -87,26 +107,69 @@ def run(quick: bool = False) -> dict[str, Any]:
     }
 
 
+def _chapter_05() -> tuple[Any, Any]:
+    """Chapter 05's Taylor widget (as its notebook builds it) and its 2-D toy."""
+    from mamlviz.course.viz.reptile import taylor_widget
+    from mamlviz.course.viz.toy2d import Toy2DExplorer
+
+    _, parts = taylor_widget(seed=0, k=2, inner_lr=0.01)
+    taylor = SimpleNamespace(sliders={n: parts[n] for n in ("inner_steps", "inner_lr")})
+    return taylor, Toy2DExplorer(inner_lr=0.1, inner_steps=1, lam=1.0)
+
+
+def _chapter_07() -> tuple[Any, dict]:
+    """Chapter 07's implicit widget on the shipped iMAML net in float64, with the notebook's
+    step 1 / (h_max + lam); a fresh net of the same shape where no checkpoint is shipped."""
+    from mamlviz.core.functional import make_loss, params_of
+    from mamlviz.course.derivation import top_hessian_eigenvalue
+    from mamlviz.course.viz.derivation import sinusoid_task
+    from mamlviz.course.viz.implicit import imaml_widget, sharp_inner_lr
+    from mamlviz.models import sinusoid_mlp
+    from mamlviz.training import hub
+
+    episode = sinusoid_task(seed=0, shots=10, query_shots=10)
+    if "sinusoid-imaml-10shot" in hub.available():
+        ckpt = hub.load("sinusoid-imaml-10shot")
+        model, meta = ckpt.model, ckpt.meta
+    else:
+        model = sinusoid_mlp(0)
+        meta = params_of(model)
+    loss_fn = make_loss(model, "mse")
+    theta = {n: w.detach().double() for n, w in meta.items()}
+    top = top_hessian_eigenvalue(loss_fn, theta, episode.support, iters=40)
+    _, parts = imaml_widget(
+        loss_fn, theta, episode, lam=10.0, cg_steps=5, inner_lr=sharp_inner_lr(top)
+    )
+    return SimpleNamespace(sliders={"lam": parts["lam"]}), parts
+
+
 def _measure(repeats: int) -> tuple[list[dict[str, Any]], str]:
-    """Build both widgets and time every slider."""
+    """Build every widget and time every slider."""
     from mamlviz.course.viz.adaptation import AdaptationExplorer
     from mamlviz.course.viz.landscape import LandscapeExplorer
 
     model, inits, source = _inits()
     chapter_02 = AdaptationExplorer(model, inits)
     chapter_04 = LandscapeExplorer(model, {n: inits[n] for n in ("MAML", "pretrained")})
+    taylor, toy = _chapter_05()
+    implicit, implicit_parts = _chapter_07()
+    clear = implicit_parts["cache"].clear  # time a lam not seen yet, not a cache hit
     rows = []
-    for chapter, widget, table in (
-        ("02", chapter_02, CHAPTER_02_VALUES),
-        ("04", chapter_04, CHAPTER_04_VALUES),
+    for chapter, label, widget, table, before in (
+        ("02", "adaptation", chapter_02, CHAPTER_02_VALUES, None),
+        ("04", "landscape", chapter_04, CHAPTER_04_VALUES, None),
+        ("05", "taylor", taylor, CHAPTER_05_VALUES, None),
+        ("05", "toy2d", toy, TOY2D_VALUES, None),
+        ("07", "implicit", implicit, CHAPTER_07_VALUES, clear),
     ):
         for name, values in table.items():
-            time_slider(widget, name, values, 2)  # warm-up
-            times = time_slider(widget, name, values, repeats)
+            time_slider(widget, name, values, 2, before)  # warm-up
+            times = time_slider(widget, name, values, repeats, before)
             median = statistics.median(times)
             rows.append(
                 {
                     "chapter": chapter,
+                    "widget": label,
                     "slider": name,
                     "median_ms": round(median, 1),
                     "max_ms": round(max(times), 1),

@@ -25,7 +25,8 @@ NOTEBOOKS = REPO / "notebooks"
 CHAPTERS = os.environ.get("MAMLVIZ_BROWSER_CHAPTERS", "02,03,04,08,09,10,11").split(",")
 RUN_ALL_TIMEOUT = float(os.environ.get("MAMLVIZ_BROWSER_TIMEOUT", "300"))
 # Widgets besides the main one that a chapter's browser test also moves (their CSS class).
-SECONDARY = {"02": ["mamlviz-scrubber"]}
+# Chapter 05's is the 2-D toy (mamlviz.course.viz.toy2d.TOY2D_CLASS); its first slider is inner_lr.
+SECONDARY = {"02": ["mamlviz-scrubber"], "05": ["mamlviz-toy2d"]}
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 
