@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
+
 import matplotlib
 import pytest
 import torch
+from torch.func import grad
 
 from mamlviz.algorithms import make_learner
-from mamlviz.core.episode import Episode
-from mamlviz.core.functional import flatten
+from mamlviz.core.episode import Episode, Examples
+from mamlviz.core.functional import LossFn, Params, detach, flatten
+from mamlviz.core.implicit import hvp
 from mamlviz.core.metagrad import reptile, unrolled
 from mamlviz.course import taylor
 from mamlviz.course.viz.derivation import sinusoid_task
@@ -150,3 +155,76 @@ def test_rule_widget_and_static_plots() -> None:
     rows = [{"algorithm": "maml", "inner_steps": 1, "ms": 1.0, "peak_mib": 2.0}]
     assert plot_costs(rows).axes
     assert query_mse_after_adaptation(learner, meta, tasks=3) > 0
+
+
+def _expected_gradients_reference(
+    loss_fn: LossFn, theta: Params, batches: Sequence[Examples], inner_lr: float
+) -> dict[str, Params]:
+    """The definition before vmap, kept verbatim: one order at a time, the inner loop run once
+    under ``grad`` for MAML and once more for phi."""
+
+    def one_order(ordered: list[Examples]) -> dict[str, Params]:
+        *inner, last = ordered
+        objective = lambda th: loss_fn(taylor.sgd_path(loss_fn, th, inner, inner_lr)[-1], last)
+        phi = detach(taylor.sgd_path(loss_fn, theta, inner, inner_lr)[-1])
+        return {
+            "maml": grad(objective)(theta),
+            "fomaml": grad(loss_fn)(phi, last),
+            "reptile": {n: (theta[n] - phi[n]) / inner_lr for n in theta},
+        }
+
+    orders = list(itertools.permutations(range(len(batches))))
+    total: dict = {}
+    for order in orders:
+        for name, value in one_order([batches[i] for i in order]).items():
+            acc = total.setdefault(name, {n: 0 * v for n, v in value.items()})
+            total[name] = {n: acc[n] + value[n] / len(orders) for n in value}
+    return total
+
+
+def _avg_terms_reference(
+    loss_fn: LossFn, theta: Params, batches: Sequence[Examples]
+) -> tuple[Params, Params]:
+    """AvgGradInner before the linearity shortcut: one Hessian-vector product per pair."""
+    grads = [grad(loss_fn)(theta, b) for b in batches]
+    avg_grad = {n: sum(g[n] for g in grads) / len(batches) for n in theta}
+    pairs = [(i, j) for i in range(len(batches)) for j in range(len(batches)) if i != j]
+    inner = [hvp(loss_fn, theta, batches[i], grads[j]) for i, j in pairs]
+    return avg_grad, {n: sum(h[n] for h in inner) / len(pairs) for n in theta}
+
+
+@pytest.mark.parametrize(("k", "inner_lr"), [(1, 0.01), (2, 0.05), (3, 0.003), (3, 0.1)])
+def test_fast_expected_gradients_and_avg_terms_equal_the_plain_definitions(
+    k: int, inner_lr: float
+) -> None:
+    """The widget's path (all orders under vmap; n instead of n(n-1) Hessian products) returns
+    the numbers of the plain loops to float rounding (float64)."""
+    loss_fn, theta = smooth_problem(0)
+    batches = minibatches(3, k + 1)
+    fast = taylor.expected_gradients(loss_fn, theta, batches, inner_lr)
+    ref = _expected_gradients_reference(loss_fn, theta, batches, inner_lr)
+    loop = taylor.expected_gradients_loop(loss_fn, theta, batches, inner_lr)
+    for name in taylor.ALGORITHMS:
+        scale = float(flatten(ref[name]).abs().max())
+        for other in (fast, loop):
+            torch.testing.assert_close(
+                flatten(other[name]), flatten(ref[name]), rtol=1e-10, atol=1e-13 * scale
+            )
+    for new, old in zip(
+        taylor.avg_terms(loss_fn, theta, batches),
+        _avg_terms_reference(loss_fn, theta, batches),
+        strict=True,
+    ):
+        scale = float(flatten(old).abs().max())
+        torch.testing.assert_close(flatten(new), flatten(old), rtol=1e-10, atol=1e-13 * scale)
+
+
+def test_expected_gradients_of_minibatches_of_different_sizes_take_the_loop() -> None:
+    """Unequal minibatches cannot be stacked for vmap: the loop's answer comes back."""
+    loss_fn, theta = smooth_problem(0)
+    b1, b2 = minibatches(0, 2, size=6)
+    b2 = Examples(b2.x[:4], b2.y[:4])
+    fast = taylor.expected_gradients(loss_fn, theta, [b1, b2], 0.01)
+    ref = _expected_gradients_reference(loss_fn, theta, [b1, b2], 0.01)
+    for name in taylor.ALGORITHMS:
+        torch.testing.assert_close(flatten(fast[name]), flatten(ref[name]), rtol=1e-10, atol=0)

@@ -14,8 +14,11 @@ needs many steps before the implicit gradient describes the inner loop that was 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -26,7 +29,6 @@ import matplotlib.pyplot as plt
 import plotly.graph_objects as go
 import torch
 from matplotlib.figure import Figure
-from torch import Tensor
 from torch.func import grad
 
 from mamlviz.core.episode import Episode, Examples
@@ -39,7 +41,6 @@ from mamlviz.core.functional import (
     tree_norm,
     tree_sub,
 )
-from mamlviz.core.implicit import implicit_matvec
 from mamlviz.core.inner import adapt
 from mamlviz.core.learner import zeros_like
 from mamlviz.core.rules import SGD
@@ -51,6 +52,7 @@ CG_STEPS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20)
 IMAML_STEPS = 100  # proximal GD steps: near convergence when the inner problem is convex
 CONVERGED_CG = 60  # CG steps of the reference ("converged") implicit gradient
 MEMORY_STEPS = (1, 10, 20, 40)
+PREFETCH_IDLE_S = 0.3  # kernel idle time before the widget computes lam's neighbours
 
 
 def imaml_inner_lr(lam: float) -> float:
@@ -109,6 +111,66 @@ def proximal_adapt(
     return adapt(proximal_loss(loss_fn, theta, lam), theta, support, SGD(inner_lr), steps)
 
 
+def unrolled_gradient(
+    loss_fn: LossFn,
+    theta: Params,
+    episode: Episode,
+    lam: float,
+    inner_lr: float,
+    steps: int,
+) -> tuple[Params, Params]:
+    r"""(d/d\theta L_q(\phi_T), \phi_T) for T = ``steps`` of :func:`proximal_adapt`:
+    \phi_0 = \theta,  \phi_{t+1} = \phi_t - lr \nabla [L_s + lam/2 ||. - \theta||^2](\phi_t).
+
+    The same inner loop and the same reverse-mode derivative as ``grad`` of
+    :func:`proximal_adapt` (equal up to float rounding, tested), taken with plain
+    ``torch.autograd`` on leaf tensors: ``torch.func.grad`` re-wraps every tensor at each of the
+    ``steps`` nested gradient calls, which here cost as much as the arithmetic.
+    """
+    with torch.enable_grad():
+        th = {n: w.detach().requires_grad_() for n, w in theta.items()}
+        objective = proximal_loss(loss_fn, th, lam)
+        phi = dict(th)
+        for _ in range(steps):
+            # create_graph: the outer derivative runs back through every inner step
+            g = torch.autograd.grad(objective(phi, episode.support), list(phi.values()),
+                                    create_graph=True)  # fmt: skip
+            phi = {n: w - inner_lr * gn for (n, w), gn in zip(phi.items(), g, strict=True)}
+        query = loss_fn(phi, episode.query)
+        g_theta = torch.autograd.grad(query, list(th.values()), allow_unused=True)
+    unrolled = {
+        n: torch.zeros_like(w) if gn is None else gn
+        for (n, w), gn in zip(th.items(), g_theta, strict=True)
+    }
+    return unrolled, detach(phi)
+
+
+def support_hessian(
+    loss_fn: LossFn, phi: Params, support: Examples
+) -> tuple[Params, Callable[[Params], Params]]:
+    r"""(\nabla L_s(\phi), v -> H v) with H = \nabla^2 L_s(\phi): the gradient is taken once,
+    with its graph kept, and every product is one backward pass through it.
+
+    :func:`mamlviz.core.implicit.hvp` recomputes the loss and its gradient for each ``v``;
+    CG asks for many products at one \phi, so this does that work once (same numbers).
+    """
+    with torch.enable_grad():
+        leaves = {n: w.detach().requires_grad_() for n, w in phi.items()}
+        g = torch.autograd.grad(loss_fn(leaves, support), list(leaves.values()),
+                                create_graph=True)  # fmt: skip
+
+    def hessian_vector(v: Params) -> Params:
+        with torch.enable_grad():
+            hv = torch.autograd.grad(g, list(leaves.values()), [v[n] for n in leaves],
+                                     retain_graph=True, allow_unused=True)  # fmt: skip
+        return {
+            n: torch.zeros_like(w) if h is None else h
+            for (n, w), h in zip(leaves.items(), hv, strict=True)
+        }
+
+    return dict(zip(leaves, (gn.detach() for gn in g), strict=True)), hessian_vector
+
+
 def implicit_vs_unrolled(
     loss_fn: LossFn,
     theta: Params,
@@ -122,9 +184,10 @@ def implicit_vs_unrolled(
     r"""The implicit meta-gradient with each number of CG steps, converged, and unrolled.
 
     ``inner_lr``: a step size, or a function of ``lam`` (default :func:`imaml_inner_lr`).
-    One inner loop of ``steps`` steps gives both \phi and the unrolled gradient (the outer
-    ``grad`` differentiates through it and returns \phi as auxiliary output), and one CG run
-    gives every ``cg_steps`` answer and the converged one (:func:`cg_iterates`).
+    One inner loop of ``steps`` steps gives both \phi and the unrolled gradient
+    (:func:`unrolled_gradient`), and one CG run on (I + H/lam) x = \nabla L_q(\phi) gives
+    every ``cg_steps`` answer and the converged one (:func:`cg_iterates`), its products with
+    H from one kept support gradient (:func:`support_hessian`).
 
     Returns ``{"cg": [relative error vs converged per cg_steps], "unrolled": relative difference
     converged-implicit vs unrolled, "stationarity": ||grad of the proximal objective at \phi||,
@@ -132,17 +195,16 @@ def implicit_vs_unrolled(
     meta-gradient), "inner_lr", "steps"}``.
     """
     lr = inner_lr(lam) if callable(inner_lr) else float(inner_lr)
-
-    def unrolled_query(th: Params) -> tuple[Tensor, Params]:
-        phi = proximal_adapt(loss_fn, th, episode.support, lam, lr, steps)
-        return loss_fn(phi, episode.query), detach(phi)
-
-    unrolled_g, phi = grad(unrolled_query, has_aux=True)(theta)
+    unrolled_g, phi = unrolled_gradient(loss_fn, theta, episode, lam, lr, steps)
     g_query = grad(loss_fn)(phi, episode.query)
-    matvec = implicit_matvec(loss_fn, phi, episode.support, lam)
+    g_s, hessian_vector = support_hessian(loss_fn, phi, episode.support)
+
+    def matvec(v: Params) -> Params:  # mamlviz.core.implicit.implicit_matvec with damping 0
+        hv = hessian_vector(v)
+        return {n: v[n] + hv[n] / lam for n in v}
+
     iterates, curvature = cg_iterates(matvec, g_query, max(CONVERGED_CG, *cg_steps))
     converged = iterates[-1]
-    g_s = grad(loss_fn)(phi, episode.support)
     stationarity = tree_norm({n: g_s[n] + lam * (phi[n] - theta[n]) for n in phi})
     rel = lambda a, b: float(tree_norm(tree_sub(a, b)) / tree_norm(b))
     return {
@@ -181,6 +243,22 @@ def imaml_html(lam: float, cg_steps: int, result: dict, index: int) -> str:
     return f"{text}<br>{verdict}"
 
 
+def _lam_key(value: float) -> float:
+    """The cache key of a lam: the page and Python may differ in the last bits of 10**x."""
+    return round(float(value), 9)
+
+
+def slider_neighbours(value: float, low: float, high: float, step: float) -> list[float]:
+    """Keys of the values one ``step`` below and above ``value`` on a log slider whose
+    exponents of 10 run from ``low`` to ``high``: lam 10^(e -+ step) for lam = 10^e."""
+    exponent = math.log10(value)
+    return [
+        _lam_key(10**e)
+        for e in (exponent - step, exponent + step)
+        if low - 1e-9 <= e <= high + 1e-9
+    ]
+
+
 def imaml_widget(
     loss_fn: LossFn,
     theta: Params,
@@ -190,27 +268,79 @@ def imaml_widget(
     *,
     inner_lr: float | Callable[[float], float] = imaml_inner_lr,
     steps: int = IMAML_STEPS,
+    prefetch: bool = True,
 ) -> tuple[widgets.VBox, dict]:
     """Chapter 07's main widget: ``lam`` and ``cg_steps`` against the implicit meta-gradient.
 
-    A ``lam`` change runs one inner loop (with its unrolled gradient) and one CG run; results
-    are cached per ``lam``, so returning to a value is instant, and the status line says
-    "computing" while it works. ``parts["timings"]`` collects each ``lam`` callback's seconds.
+    A ``lam`` change runs one inner loop (with its unrolled gradient) and one CG run, about
+    0.2 s on one core. Results are cached per ``lam``, so returning to a value is instant; a
+    value not seen yet first puts "computing lam = ... (about ... s)" in the status line (the
+    estimate is the median of the earlier computations), which ipywidgets sends to the page
+    before the callback returns, and the result replaces it.
+
+    In a kernel, ``prefetch`` computes the two slider neighbours of the current ``lam`` once
+    the kernel has been idle for ``PREFETCH_IDLE_S`` (one neighbour per event-loop callback,
+    so a move waits at most for the one in progress): a one-step move after a short pause is a
+    cache hit. It runs on the kernel's event loop, not in a thread: ``loss_fn`` runs the model
+    through ``functional_call``, which swaps the parameters of the one shared module, so a
+    thread using it beside a cell would read the cell's weights. Without a running event loop
+    (scripts, tests, the bench) nothing is scheduled; ``parts["prefetch"]()`` computes the
+    current lam's neighbours at once. ``parts["timings"]`` collects each ``lam`` callback's seconds,
+    ``parts["cache"]`` is the cache.
     """
-    lam_slider = slider("lam", lam, 0, 2, 0.125, kind="log")
+    low, high, step = 0, 2, 0.125
+    lam_slider = slider("lam", lam, low, high, step, kind="log")
     cg = widgets.SelectionSlider(options=list(CG_STEPS), value=cg_steps, description="cg_steps")
     cache: dict[float, dict] = {}
     timings: list[float] = []
+    computed: list[float] = []  # seconds of each computation (not cache hits): the estimate
+    queued: list[float] = []  # neighbours still to prefetch, nearest first
+    scheduled: dict[str, asyncio.TimerHandle] = {}
 
     def result(value: float) -> dict:
-        key = round(float(value), 9)
+        key = _lam_key(value)
         if key not in cache:
+            start = time.perf_counter()
             cache[key] = implicit_vs_unrolled(
                 loss_fn, theta, episode, key, CG_STEPS, inner_lr=inner_lr, steps=steps
             )
+            computed.append(time.perf_counter() - start)
         return cache[key]
 
+    def prefetch_one() -> None:
+        """Compute the first queued neighbour; schedule the next as a separate callback."""
+        scheduled.pop("next", None)
+        while queued and queued[0] in cache:
+            queued.pop(0)
+        if queued:
+            result(queued.pop(0))
+        if queued:
+            schedule(0.0)
+
+    def schedule(delay: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()  # the kernel's; none in a plain script
+        except RuntimeError:
+            return
+        if "next" in scheduled:
+            scheduled.pop("next").cancel()
+        scheduled["next"] = loop.call_later(delay, prefetch_one)
+
+    def prefetch_around(value: float) -> None:
+        queued[:] = [k for k in slider_neighbours(value, low, high, step) if k not in cache]
+        if prefetch and queued:
+            schedule(PREFETCH_IDLE_S)
+
+    def prefetch_now() -> None:
+        """Compute the current lam's uncached neighbours at once (what an idle kernel does)."""
+        if "next" in scheduled:
+            scheduled.pop("next").cancel()
+        queued[:] = slider_neighbours(lam_slider.value, low, high, step)
+        while queued:
+            result(queued.pop(0))
+
     state = {"result": result(lam)}
+    prefetch_around(lam)
     fig = go.FigureWidget(layout=dict(width=680, height=380, margin=dict(l=70, r=20, t=50, b=50),
                           title="Implicit meta-gradient: CG steps and the unrolled baseline",
                           xaxis=dict(title="cg_steps"),
@@ -232,13 +362,19 @@ def imaml_widget(
 
     def on_lam(_: object = None) -> None:
         start = time.perf_counter()
-        status.value = f"<i>computing lam = {lam_slider.value:.3g} (inner loop, unrolled, CG)…</i>"
+        if _lam_key(lam_slider.value) not in cache:  # a hit is instant: no busy line
+            about = statistics.median(computed)
+            status.value = (
+                f"<i>computing lam = {lam_slider.value:.3g}: inner loop, unrolled gradient, CG"
+                f" (about {about:.1f} s)…</i>"
+            )
         r = state["result"] = result(lam_slider.value)
         with fig.batch_update():
             fig.data[0].y = r["cg"]
             fig.data[1].y = [r["unrolled"]] * 2
         on_cg()
         timings.append(time.perf_counter() - start)
+        prefetch_around(lam_slider.value)
 
     lam_slider.observe(on_lam, names="value")
     cg.observe(on_cg, names="value")
@@ -246,7 +382,7 @@ def imaml_widget(
     box = widgets.VBox([widgets.HBox([lam_slider, cg]), fig, status])
     box.add_class(MAIN_CLASS)
     parts = {"lam": lam_slider, "cg_steps": cg, "figure": fig, "status": status}
-    return box, {**parts, "timings": timings, "cache": cache}
+    return box, {**parts, "timings": timings, "cache": cache, "prefetch": prefetch_now}
 
 
 def measure_imaml_memory(inner_steps: Sequence[int] = MEMORY_STEPS, repeats: int = 1) -> list[dict]:
