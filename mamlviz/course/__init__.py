@@ -11,5 +11,9 @@
   prototypes, label memorisation (chapter 09; checkers in ``exercises_reuse``);
 * ``dropout`` -- Meta-Dropout's learned noise map and fits under noise draws (chapter 10;
   checkers in ``exercises_dropout``);
+* ``toy2d`` -- the 2-D toy whose tasks' solutions are lines: closed-form points of MAML,
+  FOMAML, Reptile, iMAML and joint training (chapter 05);
+* ``summary`` -- every shipped learner as a row on its benchmark, ranking and paired differences
+  (chapter 12; checkers in ``exercises_summary``);
 * ``viz`` -- figures and widgets, each with a static twin.
 """

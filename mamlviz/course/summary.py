@@ -63,6 +63,8 @@ EXCLUDED = {
     "sinusoid-maml-replay": "a re-run of sinusoid-maml with weight snapshots (chapter 02)",
     "omniglot-maml-5w1s-1k": "a 1,000-iteration budget study (chapter 09)",
     "omniglot-maml-5w1s-fixedlabels": "the label-memorisation study (chapter 09)",
+    "omniglot-maml-5w1s-100cls": "the label-memorisation study, shuffled labels (chapter 09)",
+    "omniglot-maml-5w1s-100cls-fixedlabels": "the label-memorisation study (chapter 09)",
 }
 
 SINUSOID_STEPS = 10  # the README's sinusoid protocol evaluates 0..10 inner steps

@@ -22,7 +22,7 @@ from browser.lab import CHROMIUM_FLAGS, Lab, chromium_path, start_lab
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 # Chapter prefixes of notebooks/NN_*.ipynb to drive; MAMLVIZ_BROWSER_CHAPTERS="05,06" overrides.
-CHAPTERS = os.environ.get("MAMLVIZ_BROWSER_CHAPTERS", "02,03,04,08,09,10,11").split(",")
+CHAPTERS = os.environ.get("MAMLVIZ_BROWSER_CHAPTERS", "02,03,04,05,08,09,10,11,12").split(",")
 RUN_ALL_TIMEOUT = float(os.environ.get("MAMLVIZ_BROWSER_TIMEOUT", "300"))
 # Widgets besides the main one that a chapter's browser test also moves (their CSS class).
 # Chapter 05's is the 2-D toy (mamlviz.course.viz.toy2d.TOY2D_CLASS); its first slider is inner_lr.

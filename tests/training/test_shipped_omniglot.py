@@ -41,6 +41,8 @@ OURS = {
     "omniglot-metadropout-20w1s": (85.0, 10.0),  # 86.7 +- 0.6
     "omniglot-maml-5w1s-1k": (92.0, 30.0),  # 93.7 +- 0.9
     "omniglot-maml-5w1s-fixedlabels": (91.0, 30.0),  # 92.6 +- 1.0
+    "omniglot-maml-5w1s-100cls": (87.0, 30.0),  # 89.6 +- 1.1
+    "omniglot-maml-5w1s-100cls-fixedlabels": (77.0, 30.0),  # 80.4 +- 1.6
 }
 SHIPPED = [name for name in hub.available() if name.startswith("omniglot-")]
 SHOTS = re.compile(r"-(\d+)w(\d+)s")
