@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from mamlviz.algorithms import get_algorithm
 from mamlviz.training.evaluate import Evaluation, evaluate_checkpoint
 from mamlviz.training.hub import Checkpoint, available, load
+from mamlviz.training.problems import get_problem
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,9 @@ class Row:
     meta_parameters: int
     seconds_per_iteration: float | None
     source: str
+    # False for a learner without an inner loop (ProtoNet): its one evaluated column holds at
+    # every k, since there is nothing to step
+    inner_loop: bool = True
 
     @property
     def steps(self) -> int:
@@ -92,13 +97,25 @@ class Row:
 
     def at(self, k: int) -> tuple[float, float] | None:
         """(mean, ci95) after ``k`` steps, or None where this row was not evaluated at k."""
+        if not self.inner_loop and k >= 0:
+            return self.mean[0], self.ci95[0]
         if not 0 <= k <= self.steps:
             return None
         return self.mean[k], self.ci95[k]
 
+    def per_task_at(self, k: int) -> Tensor | None:
+        """The per-task metric after ``k`` steps (see :meth:`at`), or None."""
+        if self.per_task is None or self.at(k) is None:
+            return None
+        return self.per_task[:, 0 if not self.inner_loop else k]
+
 
 def _ways(checkpoint: Checkpoint) -> int | None:
-    return getattr(checkpoint.model, "ways", None)
+    ways = getattr(checkpoint.model, "ways", None)
+    if ways is None:  # an embedding without a head (ProtoNet): the problem's tasks' ways
+        model = get_problem(checkpoint.config.problem).make_model(0, torch.float32)
+        ways = getattr(model, "ways", None)
+    return ways
 
 
 def members(benchmark: Benchmark) -> list[str]:
@@ -132,6 +149,7 @@ def _row(checkpoint: Checkpoint, name: str, ev: Evaluation, source: str) -> Row:
         meta_parameters=sum(t.numel() for t in checkpoint.meta.values()),
         seconds_per_iteration=float(wall) / iterations if wall and iterations else None,
         source=source,
+        inner_loop=get_algorithm(checkpoint.config.algorithm).has_inner_loop,
     )
 
 
@@ -163,7 +181,7 @@ def rows(benchmark: Benchmark | str, tasks: int = 600) -> list[Row]:
 def ranking(table: list[Row], k: int, higher_is_better: bool) -> list[tuple[str, float]]:
     """(name, metric after k steps) from best to worst; rows not evaluated at k, or whose
     metric is not finite there (diverged), are left out."""
-    scored = [(r.name, r.mean[k]) for r in table if r.at(k) is not None]
+    scored = [(r.name, at[0]) for r in table if (at := r.at(k)) is not None]
     scored = [(n, m) for n, m in scored if math.isfinite(m)]
     return sorted(scored, key=lambda p: -p[1] if higher_is_better else p[1])
 

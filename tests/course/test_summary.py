@@ -63,6 +63,17 @@ def test_members_are_the_shipped_rows_of_the_benchmark_minus_the_studies() -> No
     assert "sinusoid-maml" in sinusoid and "sinusoid-maml-replay" not in sinusoid
 
 
+def test_a_learner_without_inner_loop_holds_its_one_column_at_every_k() -> None:
+    table = {r.name: r for r in sm.rows("omniglot-5w1s")}
+    proto = table["omniglot-protonet-5w1s"]
+    ev = hub.load("omniglot-protonet-5w1s").evaluation
+    assert not proto.inner_loop and proto.steps == 0 and ev.steps == 0
+    assert proto.at(0) == proto.at(3) == (ev.mean[0], ev.ci95[0])
+    assert torch.equal(proto.per_task_at(3), ev.per_task[:, 0])
+    assert table["omniglot-maml-5w1s"].at(4) is None  # an inner loop: its evaluated steps only
+    assert "omniglot-protonet-5w1s" in dict(sm.ranking(list(table.values()), 3, True))
+
+
 def test_omniglot_rows_are_the_stored_evaluations() -> None:
     for r in sm.rows("omniglot-20w1s"):
         ev = hub.load(r.name).evaluation

@@ -31,6 +31,7 @@ BARS = {
     "omniglot-reptile-5w5s": (99.48, 1.5),
     "omniglot-metasgd-5w1s": (99.53, 1.5),
     "omniglot-metacurv-5w1s": (99.77, 1.5),
+    "omniglot-protonet-5w1s": (98.8, 1.5),  # Snell et al. 2017, Table 1 (no inner loop: k = 0)
 }
 # Rows without a paper to match (below the paper's budget, or an experiment of the course):
 # name -> (our own floor on the final accuracy in %, the most chance-level accuracy before

@@ -60,6 +60,20 @@ def _axis(benchmark: sm.Benchmark) -> str:
     return "query accuracy (%)" if benchmark.metric == "accuracy" else "query MSE"
 
 
+def _ci(row: sm.Row, k: int) -> float:
+    at = row.at(k)
+    return 0.0 if at is None else at[1]
+
+
+def _curve(row: sm.Row, longest: int) -> tuple[list[int], list[float]]:
+    """(steps, metric) to draw: a row's evaluated steps, or a flat line over the benchmark's
+    steps for a learner without an inner loop (its accuracy does not depend on k)."""
+    if not row.inner_loop:
+        return list(range(longest + 1)), [row.mean[0]] * (longest + 1)
+    steps = list(range(min(row.steps, MAX_STEPS) + 1))
+    return steps, [row.mean[i] for i in steps]
+
+
 def summary_line(benchmark: sm.Benchmark, table: list[sm.Row], k: int) -> str:
     """The readout under the figure: best row at k, its paired gap to MAML, the left-outs."""
     ranked = sm.ranking(table, k, benchmark.higher_is_better)
@@ -70,9 +84,9 @@ def summary_line(benchmark: sm.Benchmark, table: list[sm.Row], k: int) -> str:
     by = {r.name: r for r in table}
     maml = next((r for r in table if r.algorithm == "maml" and r.at(k) is not None), None)
     b = by[best]
-    if maml is not None and maml.name != best and b.per_task is not None:
-        assert maml.per_task is not None
-        mean, half = sm.paired_difference(b.per_task[:, k], maml.per_task[:, k])
+    mine, theirs = b.per_task_at(k), None if maml is None else maml.per_task_at(k)
+    if maml is not None and maml.name != best and mine is not None and theirs is not None:
+        mean, half = sm.paired_difference(mine, theirs)
         s = _scale(benchmark)
         unit = " points" if benchmark.metric == "accuracy" else ""
         parts.append(
@@ -80,7 +94,7 @@ def summary_line(benchmark: sm.Benchmark, table: list[sm.Row], k: int) -> str:
             f" {s * mean:+.3f} ± {s * half:.3f}{unit}"
         )
     out = [r.name for r in table if r.at(k) is None]
-    diverged = [r.name for r in table if r.at(k) is not None and not math.isfinite(r.mean[k])]
+    diverged = [r.name for r in table if (at := r.at(k)) is not None and not math.isfinite(at[0])]
     if out:
         parts.append(f"not evaluated at k = {k}: {', '.join(out)}")
     if diverged:
@@ -173,7 +187,7 @@ class FamilyComparison:
         b, table = self.benchmark, self.table()
         if self.adjusting:  # the slider's own range is being set below: one redraw suffices
             return
-        longest = min(max(r.steps for r in table), MAX_STEPS)
+        longest = min(max(r.steps for r in table), MAX_STEPS)  # rows without inner loop: 0
         if self.steps.max != longest:  # each benchmark's slider reaches its longest evaluation
             self.adjusting = True
             try:
@@ -190,12 +204,16 @@ class FamilyComparison:
                 self.fig.data = []
                 self.fig.add_bar(orientation="h", showlegend=False, textposition="inside")
                 for r in table:
+                    xs, ys = _curve(r, longest)
                     self.fig.add_scatter(
-                        x=list(range(r.steps + 1)),
-                        y=[s * m if math.isfinite(m) else None for m in r.mean],
+                        x=xs,
+                        y=[s * m if math.isfinite(m) else None for m in ys],
                         mode="lines+markers",
-                        name=r.name,
-                        line=dict(color=algorithm_color(r.algorithm)),
+                        name=r.name if r.inner_loop else f"{r.name} (no inner loop)",
+                        line=dict(
+                            color=algorithm_color(r.algorithm),
+                            dash="solid" if r.inner_loop else "dash",
+                        ),
                         marker=dict(size=4),
                         xaxis="x2",
                         yaxis="y2",
@@ -210,7 +228,7 @@ class FamilyComparison:
             bars = self.fig.data[0]
             bars.y = [n for n, _ in ranked]
             bars.x = [s * v for _, v in ranked]
-            bars.error_x = dict(type="data", array=[s * by[n].ci95[k] for n, _ in ranked])
+            bars.error_x = dict(type="data", array=[s * _ci(by[n], k) for n, _ in ranked])
             bars.marker.color = [algorithm_color(by[n].algorithm) for n, _ in ranked]
             bars.text = [_label(b, v) for _, v in ranked]
             self.fig.layout.shapes = [
@@ -243,7 +261,7 @@ def plot_comparison(benchmark: str, table: list[sm.Row], k: int = 1) -> Figure:
     left.barh(
         list(ys),
         [s * v for _, v in ranked],
-        xerr=[s * by[n].ci95[k] for n, _ in ranked],
+        xerr=[s * _ci(by[n], k) for n, _ in ranked],
         color=[algorithm_color(by[n].algorithm) for n, _ in ranked],
     )
     left.set_yticks(list(ys), [n for n, _ in ranked], fontsize=8)
@@ -252,11 +270,18 @@ def plot_comparison(benchmark: str, table: list[sm.Row], k: int = 1) -> Figure:
     if b.metric == "accuracy":
         low = min(s * v for _, v in ranked) if ranked else 0.0
         left.set_xlim(max(0.0, low - 10), 100)
+    longest = min(max(r.steps for r in table), MAX_STEPS)
     for r in table:
-        steps = list(range(min(r.steps, MAX_STEPS) + 1))
-        values = [s * r.mean[i] if math.isfinite(r.mean[i]) else float("nan") for i in steps]
+        steps, ys = _curve(r, longest)
+        values = [s * m if math.isfinite(m) else float("nan") for m in ys]
         right.plot(
-            steps, values, marker="o", ms=3, color=algorithm_color(r.algorithm), label=r.name
+            steps,
+            values,
+            marker="o",
+            ms=3,
+            color=algorithm_color(r.algorithm),
+            ls="-" if r.inner_loop else "--",
+            label=r.name if r.inner_loop else f"{r.name} (no inner loop)",
         )
     right.axvline(k, color="#555555", ls=":", label=f"k = {k}")
     if b.metric == "mse":
