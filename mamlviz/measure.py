@@ -8,7 +8,12 @@ subprocess and reads the kernel's view of it: on Linux, writing ``5`` to
 
 from __future__ import annotations
 
+import resource
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def status_kib(field: str) -> int | None:
@@ -54,3 +59,27 @@ def measure_in_fresh_process(module: str, configs: list[tuple[str, int]], args: 
         capture_output=True, text=True, check=True, env=env,
     )  # fmt: skip
     return [json.loads(line) for line in out.stdout.strip().splitlines()[-len(configs) :]]
+
+
+def time_steps(step: Callable[[Any], None], episodes: list[Any], warmup: int) -> dict[str, Any]:
+    """Run ``step(episode)`` on each episode; the median wall and CPU milliseconds of the steps
+    after the first ``warmup``, and the peak resident-set growth over all of them (VmHWM after
+    :func:`reset_peak` where the kernel has it, else ``ru_maxrss``)."""
+    proc = reset_peak()
+    base = status_kib("VmRSS") if proc else None
+    if base is None:
+        proc, base = False, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times, cpu = [], []
+    for i, episode in enumerate(episodes):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        step(episode)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+    peak = status_kib("VmHWM") if proc else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "ms": 1e3 * statistics.median(times),
+        "cpu_ms": 1e3 * statistics.median(cpu),
+        "peak_mib": max(0, peak - base) / 1024,
+        "memory_method": "VmHWM" if proc else "ru_maxrss",
+    }

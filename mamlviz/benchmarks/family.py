@@ -16,12 +16,9 @@ net).
 
 from __future__ import annotations
 
-import resource
-import statistics
-import time
 from typing import Any
 
-from mamlviz.measure import measure_in_fresh_process, reset_peak, status_kib
+from mamlviz.measure import measure_in_fresh_process, time_steps
 
 # One shipped checkpoint per algorithm, each at the shots its comparison in the README uses.
 ROWS = (
@@ -66,23 +63,18 @@ def measure(name: str, inner_steps: int, iters: int, warmup: int) -> dict[str, A
     shape = (config.shots, config.query_shots)
     meta_step(learner, meta, opt, tasks.sample(gen, *shape, 1))
     episodes = [tasks.sample(gen, *shape, config.meta_batch) for _ in range(warmup + iters)]
-    proc = reset_peak()
-    base = status_kib("VmRSS") if proc else None
-    if base is None:
-        proc, base = False, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times, cpu, refused = [], [], 0
-    for i, episode in enumerate(episodes):
-        start, start_cpu = time.perf_counter(), time.process_time()
+    refused = 0
+
+    def step(episode: Any) -> None:
+        nonlocal refused
         try:
             meta_step(learner, meta, opt, episode)
         except IndefiniteError:
             # iMAML's definiteness check refused this meta-batch after the inner loops and the
             # CG solve, i.e. after the whole cost: it still times a meta-iteration (counted)
             refused += 1
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
-    peak = status_kib("VmHWM") if proc else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    timing = time_steps(step, episodes, warmup)
     return {
         "name": name,
         "algorithm": config.algorithm,
@@ -90,10 +82,7 @@ def measure(name: str, inner_steps: int, iters: int, warmup: int) -> dict[str, A
         "shots": config.shots,
         "meta_batch": config.meta_batch,
         "meta_parameters": sum(t.numel() for t in checkpoint.meta.values()),
-        "ms": 1e3 * statistics.median(times),
-        "cpu_ms": 1e3 * statistics.median(cpu),
-        "peak_mib": max(0, peak - base) / 1024,
-        "memory_method": "VmHWM" if proc else "ru_maxrss",
+        **timing,
         "refused": refused,
     }
 

@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from mamlviz.measure import reset_peak, status_kib
+from mamlviz.measure import time_steps
 
 ALGORITHMS = ("maml", "fomaml", "reptile")
 STEPS = (1, 5)
@@ -54,26 +51,14 @@ def measure(algorithm: str, inner_steps: int, batched: bool, iters: int, warmup:
     shape = (WORKLOAD["shots"], WORKLOAD["query_shots"])
     meta_step(learner, meta, opt, tasks.sample(gen, *shape, 1), batched=batched)
     episodes = [tasks.sample(gen, *shape, WORKLOAD["meta_batch"]) for _ in range(warmup + iters)]
-    proc = reset_peak()
-    base = status_kib("VmRSS") if proc else None
-    if base is None:
-        proc, base = False, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times, cpu = [], []
-    for i, episode in enumerate(episodes):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        meta_step(learner, meta, opt, episode, batched=batched)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
-    peak = status_kib("VmHWM") if proc else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    timing = time_steps(
+        lambda episode: meta_step(learner, meta, opt, episode, batched=batched), episodes, warmup
+    )
     return {
         "algorithm": algorithm,
         "inner_steps": inner_steps,
         "path": "batched" if batched else "loop",
-        "ms": 1e3 * statistics.median(times),
-        "cpu_ms": 1e3 * statistics.median(cpu),
-        "peak_mib": max(0, peak - base) / 1024,
-        "memory_method": "VmHWM" if proc else "ru_maxrss",
+        **timing,
     }
 
 
