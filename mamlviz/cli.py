@@ -1,9 +1,10 @@
-"""The command line: ``python -m mamlviz {train, evaluate, export, bench, mer, list}``.
+"""The command line: ``python -m mamlviz {train, evaluate, export, bench, mer, list, data}``.
 
     python -m mamlviz train --problem sinusoid --algorithm maml --out runs/maml.pt [--resume]
     python -m mamlviz evaluate sinusoid-maml --json
     python -m mamlviz bench --suite sinusoid --quick
     python -m mamlviz mer --method mer --seed 0
+    python -m mamlviz data --download
 
 One error policy, in :func:`main`, and no traceback for a user:
 
@@ -284,6 +285,30 @@ def cmd_mer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from mamlviz.tasks import omniglot_data as od
+
+    folder = Path(args.dir).expanduser() if args.dir else od.default_omniglot_root()
+    if folder is not None and not folder.is_dir() and not args.download:
+        raise od.OmniglotDataError(
+            f"--dir {folder} is not a folder: add --download to fetch the two zips into it, or"
+            " name a folder that holds images_background.zip and images_evaluation.zip"
+        )
+    if args.download:
+        for part, how in od.fetch_omniglot(folder, progress=not args.quiet).items():
+            note = f"downloaded, MD5 {od.MD5[part]} ok" if how == "downloaded" else "present"
+            print(f"{part}: {note}")
+    # Reading every drawing is the check: structure and decoding, then the verified cache.
+    data = od.load_omniglot(root=folder, progress=not args.quiet)
+    background = int(data.background.sum())
+    print(
+        f"Omniglot from {folder or od.default_cache_dir() / 'omniglot'}: {len(data)} characters"
+        f" ({background} background, {len(data) - background} evaluation) x"
+        f" {data.images.shape[1]} drawings, cached in {od.default_cache_dir() / 'omniglot'}"
+    )
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from mamlviz.algorithms import ALGORITHMS
     from mamlviz.training import hub
@@ -338,6 +363,10 @@ EPILOGS = {
   python -m mamlviz mer --method mer --seed 0              # one row of bench --suite continual
   python -m mamlviz mer --method replay --lr 0.02 --json
   python -m mamlviz mer --method mer --beta 1 --gamma 1 --batches 1 --memory 0   # = online SGD""",
+    "data": """examples:
+  python -m mamlviz data --download                        # into the cache folder
+  python -m mamlviz data --download --dir data/omniglot    # then MAMLVIZ_OMNIGLOT=data/omniglot
+  MAMLVIZ_OMNIGLOT=path/to/omniglot python -m mamlviz data # check a local copy""",
     "list": """examples:
   python -m mamlviz list
   python -m mamlviz list --json""",
@@ -474,6 +503,20 @@ def parser() -> argparse.ArgumentParser:
     )
     lst.add_argument("--json", action="store_true", help="with each algorithm's options")
     lst.set_defaults(handler=cmd_list)
+
+    d = sub.add_parser(
+        "data",
+        help="get and check the Omniglot data",
+        formatter_class=raw,
+        description="Find Omniglot (--dir, else env MAMLVIZ_OMNIGLOT, else the cache folder),"
+        " read every drawing and build the verified 28x28 cache. --download first fetches each"
+        " missing official zip (about 14 MB in all) and checks its MD5.",
+        epilog=EPILOGS["data"],
+    )
+    d.add_argument("--dir", default=None, help="the folder holding (or to receive) the two zips")
+    d.add_argument("--download", action="store_true", help="fetch the zips that are missing")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(handler=cmd_data)
     return p
 
 

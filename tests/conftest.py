@@ -15,8 +15,9 @@ from mamlviz.models import MLP
 
 @pytest.fixture(scope="session")
 def omniglot_dir() -> Path:
-    """The shared read-only Omniglot copy next to the repo (``../shared/data/omniglot``)."""
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
+    """The Omniglot folder: ``MAMLVIZ_OMNIGLOT`` if set, else ``../shared/data/omniglot``."""
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
+    path = Path(os.environ.get("MAMLVIZ_OMNIGLOT") or shared)
     if not path.is_dir():
         message = f"Omniglot copy not found at {path} (see its SOURCE.md for how it is made)"
         if os.environ.get("CI"):

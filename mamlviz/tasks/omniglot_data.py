@@ -118,7 +118,8 @@ def _how_to_get(folder: Path) -> str:
     urls = "\n".join(f"    {u}" for u in URLS.values())
     return (
         "Get the Omniglot zips in one of these ways:\n"
-        f"  1. load_omniglot(download=True) downloads them into {folder} (needs internet);\n"
+        f"  1. `python -m mamlviz data --download` or load_omniglot(download=True) downloads\n"
+        f"     them into {folder} (needs internet);\n"
         f"  2. download\n{urls}\n"
         f"     and put both zips in {folder}, or in any folder that you pass as\n"
         f"     load_omniglot(root=...) or name in the env var {ENV_ROOT}."
@@ -177,6 +178,35 @@ def _find_parts(folder: Path) -> dict[str, Path]:
                 found[part] = candidate
                 break
     return found
+
+
+def fetch_omniglot(
+    folder: str | Path | None = None,
+    *,
+    opener: Callable[[str], IO[bytes]] | None = None,
+    progress: bool = True,
+) -> dict[str, str]:
+    """Make ``folder`` (default ``<cache>/omniglot``) hold both official zips.
+
+    A part already there (zip or unpacked folder) is kept as it is: local copies may be
+    re-zipped, so their bytes are not compared with the upstream MD5 (reading them validates
+    them instead). A missing part is downloaded from :data:`URLS` and must match :data:`MD5`.
+    Returns ``{part: "present" | "downloaded"}``.
+    """
+    folder = Path(folder).expanduser() if folder is not None else default_cache_dir() / "omniglot"
+    found = _find_parts(folder)
+    status = {}
+    try:
+        for part in PARTS:
+            if part in found:
+                status[part] = "present"
+                continue
+            dest = folder / f"{part}.zip"
+            download_file(URLS[part], dest, MD5[part], opener=opener, progress=progress)
+            status[part] = "downloaded"
+    except OmniglotDataError as err:
+        raise OmniglotDataError(f"{err}\n{_how_to_get(folder)}") from err
+    return status
 
 
 def _members(path: Path) -> list[str]:
@@ -394,15 +424,8 @@ def _locate(root: Path | None, folder: Path, download: bool, progress: bool) -> 
         return found
     if not download:
         raise OmniglotDataError(f"Omniglot data not found.\n{_how_to_get(folder)}")
-    try:
-        for part in PARTS:
-            if part not in found:
-                found[part] = download_file(
-                    URLS[part], folder / f"{part}.zip", MD5[part], progress=progress
-                )
-    except OmniglotDataError as err:
-        raise OmniglotDataError(f"{err}\n{_how_to_get(folder)}") from err
-    return found
+    fetch_omniglot(folder, progress=progress)
+    return _find_parts(folder)
 
 
 def load_omniglot(
