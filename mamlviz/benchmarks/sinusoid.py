@@ -1,4 +1,6 @@
-"""Sinusoid suite: ms per meta-iteration and peak memory, batched (vmap) path vs per-task loop.
+"""Sinusoid suite: ms per meta-iteration and peak memory, batched (vmap) path vs per-task loop,
+and, for MAML and FOMAML, the floor: the same computation in bare ``torch.func``
+(:mod:`mamlviz.benchmarks.floor`, tested equal), with the same Adam step.
 
 The MAML paper's workload (meta-batch 25, 10 support and 10 query points, 1 or 5 inner steps)
 for second-order MAML, FOMAML and Reptile. Sinusoid meta-learning is dispatch bound: a loop over
@@ -32,14 +34,39 @@ STEPS = (1, 5)
 WORKLOAD = {"meta_batch": 25, "shots": 10, "query_shots": 10, "inner_lr": 0.01}
 
 
-def measure(algorithm: str, inner_steps: int, batched: bool, iters: int, warmup: int) -> dict:
-    """One configuration, in this process: median ms per meta-iteration and peak RSS growth."""
+PATHS = ("batched", "loop", "floor")
+FLOOR = ("maml", "fomaml")  # the algorithms the floor computes
+
+
+def floor_step(learner: Any, meta: dict, optimizer: Any, episode: Any) -> Any:
+    """One meta-step with the bare torch.func meta-gradient in place of the package's."""
+    from mamlviz.benchmarks.floor import bare_meta_gradient
+
+    theta = {n: w.detach() for n, w in meta.items()}
+    grads, losses = bare_meta_gradient(
+        learner.model, theta, tuple(episode.support), tuple(episode.query),
+        float(learner.rule.inner_lr), learner.inner_steps, learner.first_order,
+    )  # fmt: skip
+    optimizer.zero_grad(set_to_none=True)
+    for n, w in meta.items():
+        w.grad = grads[n]
+    optimizer.step()
+    return losses
+
+
+def measure(algorithm: str, inner_steps: int, path: str, iters: int, warmup: int) -> dict:
+    """One configuration, in this process: median ms per meta-iteration and peak RSS growth.
+
+    ``path``: ``batched`` (vmap), ``loop`` (task by task) or ``floor`` (bare torch.func)."""
     import torch
 
     from mamlviz.algorithms import make_learner
     from mamlviz.core.outer import meta_step
     from mamlviz.models import sinusoid_mlp
     from mamlviz.tasks.sinusoid import SinusoidTasks
+
+    if path not in PATHS or (path == "floor" and algorithm not in FLOOR):
+        raise ValueError(f"path must be one of {PATHS} (floor: {FLOOR} only), got {path!r}")
 
     torch.set_num_threads(1)
     learner = make_learner(
@@ -49,26 +76,24 @@ def measure(algorithm: str, inner_steps: int, batched: bool, iters: int, warmup:
     opt = torch.optim.Adam(meta.values(), lr=1e-3)
     gen, tasks = torch.Generator().manual_seed(0), SinusoidTasks()
     shape = (WORKLOAD["shots"], WORKLOAD["query_shots"])
-    meta_step(learner, meta, opt, tasks.sample(gen, *shape, 1), batched=batched)
+    if path == "floor":
+        step = lambda episode: floor_step(learner, meta, opt, episode)
+    else:
+        batched = path == "batched"
+        step = lambda episode: meta_step(learner, meta, opt, episode, batched=batched)
+    step(tasks.sample(gen, *shape, 1))
     episodes = [tasks.sample(gen, *shape, WORKLOAD["meta_batch"]) for _ in range(warmup + iters)]
-    timing = time_steps(
-        lambda episode: meta_step(learner, meta, opt, episode, batched=batched), episodes, warmup
-    )
-    return {
-        "algorithm": algorithm,
-        "inner_steps": inner_steps,
-        "path": "batched" if batched else "loop",
-        **timing,
-    }
+    timing = time_steps(step, episodes, warmup)
+    return {"algorithm": algorithm, "inner_steps": inner_steps, "path": path, **timing}
 
 
-def _child(algorithm: str, steps: int, batched: bool, iters: int, warmup: int) -> dict:
+def _child(algorithm: str, steps: int, path: str, iters: int, warmup: int) -> dict:
     package_root = str(Path(__file__).resolve().parents[2])
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]),
     }
-    args = [algorithm, str(steps), str(int(batched)), str(iters), str(warmup)]
+    args = [algorithm, str(steps), path, str(iters), str(warmup)]
     out = subprocess.run(
         [sys.executable, "-m", "mamlviz.benchmarks.sinusoid", *args],
         capture_output=True,
@@ -79,22 +104,30 @@ def _child(algorithm: str, steps: int, batched: bool, iters: int, warmup: int) -
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def table(rows: list[dict], speedup: dict[str, float]) -> str:
-    """Aligned text table of the rows with the loop/batched ratios."""
+def table(rows: list[dict], speedup: dict[str, float], over_floor: dict[str, float]) -> str:
+    """Aligned text table of the rows with the loop/batched and batched/floor ratios."""
     lines = [
         "sinusoid meta-iteration, meta-batch 25, 10 shots, 10 query (1 thread; median CPU ms"
-        " per iteration; median wall ms batched/loop; peak RSS growth MiB)",
+        " per iteration; median wall ms batched/loop; peak RSS growth MiB; floor: the same"
+        " computation in bare torch.func)",
         f"{'algorithm':<10}{'steps':>6}{'batched ms':>12}{'loop ms':>10}{'speed-up':>10}"
-        f"{'wall b/loop':>14}{'batched MiB':>13}{'loop MiB':>10}",
+        f"{'wall b/loop':>14}{'batched MiB':>13}{'loop MiB':>10}{'floor ms':>10}"
+        f"{'b/floor':>9}",
     ]
     by = {(r["algorithm"], r["inner_steps"], r["path"]): r for r in rows}
     for alg in ALGORITHMS:
         for k in STEPS:
             b, lp = by[(alg, k, "batched")], by[(alg, k, "loop")]
+            fl = by.get((alg, k, "floor"))
+            floor = (
+                f"{fl['cpu_ms']:>10.2f}{over_floor[f'{alg}-{k}']:>8.2f}x"
+                if fl
+                else f"{'-':>10}{'-':>9}"
+            )
             lines.append(
                 f"{alg:<10}{k:>6}{b['cpu_ms']:>12.2f}{lp['cpu_ms']:>10.2f}"
                 f"{speedup[f'{alg}-{k}']:>9.1f}x{b['ms']:>7.1f}/{lp['ms']:<6.1f}"
-                f"{b['peak_mib']:>13.1f}{lp['peak_mib']:>10.1f}"
+                f"{b['peak_mib']:>13.1f}{lp['peak_mib']:>10.1f}" + floor
             )
     return "\n".join(lines)
 
@@ -103,14 +136,18 @@ def run(quick: bool = False) -> dict[str, Any]:
     """All configurations, each in a fresh subprocess; ``quick`` times fewer iterations."""
     iters, warmup = (10, 3) if quick else (50, 10)
     rows = [
-        _child(alg, k, batched, iters, warmup)
+        _child(alg, k, path, iters, warmup)
         for alg in ALGORITHMS
         for k in STEPS
-        for batched in (True, False)
+        for path in PATHS
+        if path != "floor" or alg in FLOOR
     ]
     by = {(r["algorithm"], r["inner_steps"], r["path"]): r["cpu_ms"] for r in rows}
     speedup = {
         f"{a}-{k}": by[(a, k, "loop")] / by[(a, k, "batched")] for a in ALGORITHMS for k in STEPS
+    }
+    over_floor = {
+        f"{a}-{k}": by[(a, k, "batched")] / by[(a, k, "floor")] for a in FLOOR for k in STEPS
     }
     return {
         "suite": "sinusoid",
@@ -121,10 +158,11 @@ def run(quick: bool = False) -> dict[str, Any]:
         "method": __doc__.split("Method. ")[1].strip().replace("\n", " "),
         "rows": rows,
         "speedup": speedup,
-        "table": table(rows, speedup),
+        "over_floor": over_floor,
+        "table": table(rows, speedup, over_floor),
     }
 
 
 if __name__ == "__main__":
-    alg, steps, batched, iters, warmup = sys.argv[1:6]
-    print(json.dumps(measure(alg, int(steps), bool(int(batched)), int(iters), int(warmup))))
+    alg, steps, path, iters, warmup = sys.argv[1:6]
+    print(json.dumps(measure(alg, int(steps), path, int(iters), int(warmup))))

@@ -89,11 +89,14 @@ def test_ctrl_c_says_what_was_saved_and_resume_equals_an_uninterrupted_run(tmp_p
     the iteration and the intact checkpoint, no traceback; --resume then ends with exactly the
     weights of an uninterrupted run, and re-running the finished command trains nothing."""
     out = tmp_path / "run.pt"
-    args = ["train", "--iterations", "600", "--meta-batch", "4", "--checkpoint-every", "10"]
+    # 3,000 iterations (a few seconds) so that a loaded machine cannot finish the run between
+    # the first checkpoint and the signal
+    args = ["train", "--iterations", "3000", "--meta-batch", "4", "--checkpoint-every", "100"]
     proc = cli(*args, "--out", str(out), "--quiet")
     deadline = time.monotonic() + 120
     while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     saved = ckpt.load(out).metadata["iteration"]
@@ -104,7 +107,7 @@ def test_ctrl_c_says_what_was_saved_and_resume_equals_an_uninterrupted_run(tmp_p
     resumed = cli(*args, "--out", str(out), "--resume", "--quiet")
     assert resumed.wait() == 0, resumed.stderr.read()
     config = TrainConfig.for_problem(
-        "sinusoid", "maml", iterations=600, meta_batch=4, checkpoint_every=10
+        "sinusoid", "maml", iterations=3000, meta_batch=4, checkpoint_every=100
     )
     expected, _ = fit(config, progress=False)
     got = ckpt.load(out).tensors["meta"]

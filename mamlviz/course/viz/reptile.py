@@ -185,7 +185,7 @@ def measure_costs(
     one configuration's memory does not hide the next one's.
     """
     configs = [(a, k) for a in algorithms for k in inner_steps]
-    args = f"True, {int(iters)}, {int(warmup)}"  # batched path, timing repeats, warm-up
+    args = f"'batched', {int(iters)}, {int(warmup)}"  # the vmap path, timing repeats, warm-up
     return measure_in_fresh_process("mamlviz.benchmarks.sinusoid", configs, args)
 
 
