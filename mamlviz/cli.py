@@ -96,6 +96,7 @@ def _complete(out: Path, config: Any) -> bool:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from mamlviz.training.config import TrainConfig
+    from mamlviz.training.problems import get_problem
     from mamlviz.training.train import fit
 
     check_range("--threads", args.threads, 1, integer=True)
@@ -103,9 +104,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {f: getattr(args, f) for f in TRAIN_FIELDS if getattr(args, f) is not None}
     if args.init is not None:
         overrides["init"] = args.init
+    if args.outer_schedule is not None:
+        overrides["outer_schedule"] = args.outer_schedule
+    algorithm, compile = args.algorithm or "maml", args.compile
+    if args.preset is not None:  # the recipe under the flags given: those win
+        preset = get_problem(args.problem).preset(args.preset)
+        if args.algorithm not in (None, preset.algorithm):
+            raise ValueError(
+                f"--algorithm {args.algorithm} differs from preset {preset.name}'s"
+                f" {preset.algorithm}: drop --algorithm or --preset"
+            )
+        algorithm, compile = preset.algorithm, compile or preset.compile
+        overrides = {**preset.overrides, **overrides}
     config = TrainConfig.for_problem(
         args.problem,
-        args.algorithm,
+        algorithm,
         options=_options(args.option),
         dtype=args.dtype,
         rng=args.rng,
@@ -119,7 +132,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"already complete: {out} holds all {config.iterations} iterations; nothing to do")
         return 0
     command = shlex.join(["python", "-m", "mamlviz", *args.argv])
-    _, history = fit(config, out, resume=args.resume, progress=not args.quiet, command=command)
+    _, history = fit(
+        config, out, resume=args.resume, progress=not args.quiet, command=command, compile=compile
+    )
     print(f"trained {config.algorithm} on {config.problem}: {len(history)} iterations -> {out}")
     tail = history.loss[-100:]
     print(f"mean query loss over the last {len(tail)} iterations: {sum(tail) / len(tail):.4f}")
@@ -348,6 +363,7 @@ TRAIN_HELP = {
 EPILOGS = {
     "train": """examples:
   python -m mamlviz train --problem sinusoid --algorithm maml --out runs/maml.pt --resume
+  python -m mamlviz train --problem sinusoid --preset live --out runs/live.pt   # under a minute
   python -m mamlviz train --problem omniglot --algorithm metasgd --out runs/metasgd.pt --resume
   python -m mamlviz train --problem sinusoid --algorithm imaml --option lam=10 --out runs/i.pt""",
     "evaluate": """examples:
@@ -390,7 +406,7 @@ def _defaults_text() -> str:
 def parser() -> argparse.ArgumentParser:
     from mamlviz.algorithms import ALGORITHMS
     from mamlviz.benchmarks import suites
-    from mamlviz.training.problems import available_problems
+    from mamlviz.training.problems import available_problems, get_problem
 
     raw = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(
@@ -415,7 +431,29 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--problem", default="sinusoid", help="one of: " + ", ".join(available_problems())
     )
-    t.add_argument("--algorithm", default="maml", help="one of the algorithms above (default maml)")
+    t.add_argument("--algorithm", default=None, help="one of the algorithms above (default maml)")
+    presets = "; ".join(
+        f"--problem {n} --preset {pr.name}: {pr.about}"
+        for n in available_problems()
+        for pr in get_problem(n).presets
+    )
+    t.add_argument(
+        "--preset",
+        default=None,
+        help=f"a problem's named recipe, under any flags given ({presets or 'none yet'})",
+    )
+    t.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the batched meta-gradient through torch.compile (same values; the first"
+        " iteration compiles for tens of seconds, cached for later runs; falls back to eager,"
+        " saying why, where compilation is unavailable)",
+    )
+    t.add_argument(
+        "--outer-schedule",
+        default=None,
+        help="outer step size over the run: constant (default) or cosine (to 0)",
+    )
     for name in TRAIN_FIELDS:
         kind = float if name.endswith("_lr") else int
         help_text = TRAIN_HELP[name] + "; default: the problem's (above)"

@@ -110,6 +110,9 @@ register(
         unrolled,
         defaults=(("noise", "sample"), ("samples", 1)),
         prepare=prepare,
+        compiles=False,
+        no_compile_reason="compiled noise draws would follow another random stream than the"
+        " eager path's, so a compiled run would not reproduce an eager one",
         options=(
             ("noise", "sample, mean or off (off: exactly MAML); default sample"),
             ("samples", "noise draws averaged in the support loss, an integer >= 1; default 1"),

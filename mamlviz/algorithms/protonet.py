@@ -233,5 +233,7 @@ register(
         uses_inner_lr=False,
         classify=classify,
         batched=False,
+        compiles=False,
+        no_compile_reason="it runs task by task, with no batched inner loop to compile",
     )
 )

@@ -53,6 +53,10 @@ class AlgorithmSpec:
     # False where the strategy must run task by task (ProtoNet reads each task's ways from its
     # labels), not under vmap over the meta-batch.
     batched: bool = True
+    # False where torch.compile would change the results (a stochastic forward draws from
+    # another random stream when compiled) or has nothing to compile; the reason says which.
+    compiles: bool = True
+    no_compile_reason: str = ""
 
     @property
     def has_inner_loop(self) -> bool:
@@ -118,11 +122,23 @@ def make_learner(
     *,
     inner_lr: float,
     inner_steps: int,
+    compile: bool = False,
     **options: Any,
 ) -> Learner:
-    """Build the ``Learner`` of a registered algorithm for ``model`` with loss ``loss``."""
+    """Build the ``Learner`` of a registered algorithm for ``model`` with loss ``loss``.
+
+    ``compile=True`` runs its batched meta-gradient through ``torch.compile``
+    (:mod:`mamlviz.core.compiled`): the same values, several times faster for small models;
+    the first call compiles. Refused where the row sets ``compiles=False``.
+    """
     spec = get_algorithm(algorithm)
     spec.check_options(options)
+    if compile and not spec.compiles:
+        able = ", ".join(a for a, s in sorted(ALGORITHMS.items()) if s.compiles)
+        raise ValueError(
+            f"compile must be False for {spec.name!r} ({spec.no_compile_reason}); algorithms"
+            f" that compile: {able}"
+        )
     check_range("inner_lr", inner_lr, 0.0)
     check_range("inner_steps", inner_steps, 0, integer=True)
     if not spec.has_inner_loop and inner_steps != 0:
@@ -142,5 +158,6 @@ def make_learner(
         algorithm=spec.name,
         options=opts,
         inner_batch=None if inner_batch is None else int(inner_batch),
+        compile=bool(compile),
     )
     return learner if spec.prepare is None else spec.prepare(learner, loss)

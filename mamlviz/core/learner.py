@@ -45,6 +45,7 @@ class Learner:
     ``support_loss`` defaults to ``loss`` (Meta-Dropout replaces it with a noisy forward);
     ``options`` holds strategy settings such as iMAML's ``lam`` and ``cg_steps``;
     ``inner_batch`` (None: whole support) is the support minibatch of each inner step.
+    ``compile=True`` runs the batched meta-gradient through ``torch.compile`` (same values).
     """
 
     model: nn.Module
@@ -59,6 +60,10 @@ class Learner:
     options: dict[str, float] = field(default_factory=dict)
     inner_batch: int | None = None
     proximal: float | None = None  # iMAML's lambda: adapt on L_s + lambda/2 ||phi - theta||^2
+    # Run the batched meta-gradient through torch.compile (mamlviz.core.compiled); the compiled
+    # function is made once per learner and kept in ``compiled`` (not part of equality).
+    compile: bool = False
+    compiled: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_range("inner_steps", self.inner_steps, 0, integer=True)

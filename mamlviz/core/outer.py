@@ -9,12 +9,14 @@ assert the two agree in float64.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 from torch.func import vmap
 
+from mamlviz.core.compiled import Compiled
 from mamlviz.core.episode import Episode
 from mamlviz.core.functional import Params, detach
 from mamlviz.core.learner import Learner
@@ -31,18 +33,29 @@ def task_gradients(
     """Per-task meta-gradients stacked on a leading task axis, per-task query losses, and the
     strategy's per-task diagnostics (empty for most strategies)."""
     check_episode(episode, meta)
+    if batched and learner.compile:
+        if "task_gradients" not in learner.compiled:
+            learner.compiled["task_gradients"] = Compiled(
+                functools.partial(_vmapped, learner), f"{learner.algorithm}'s meta-gradient"
+            )
+        return learner.compiled["task_gradients"](meta, episode)
     if batched:
-        # randomness="different": stochastic forwards (Meta-Dropout) draw fresh noise per task.
-        per_task = vmap(
-            lambda ep: _with_diagnostics(learner.strategy(learner, meta, ep)),
-            randomness="different",
-        )
-        return per_task(episode)
+        return _vmapped(learner, meta, episode)
     outs = [_with_diagnostics(learner.strategy(learner, meta, episode.task(i)))
             for i in range(episode.num_tasks)]  # fmt: skip
     grads = {n: torch.stack([o[0][n] for o in outs]) for n in meta}
     diagnostics = {k: torch.stack([o[2][k] for o in outs]) for k in outs[0][2]}
     return grads, torch.stack([o[1] for o in outs]), diagnostics
+
+
+def _vmapped(
+    learner: Learner, meta: Params, episode: Episode
+) -> tuple[Params, Tensor, dict[str, Tensor]]:
+    # randomness="different": stochastic forwards (Meta-Dropout) draw fresh noise per task.
+    per_task = vmap(
+        lambda ep: _with_diagnostics(learner.strategy(learner, meta, ep)), randomness="different"
+    )
+    return per_task(episode)
 
 
 def check_episode(episode: Episode, meta: Params | None = None) -> None:

@@ -44,6 +44,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from mamlviz.cache import ENV_CACHE, default_cache_dir  # noqa: F401  (re-exported)
 from mamlviz.errors import MamlvizError
 
 PARTS = ("images_background", "images_evaluation")
@@ -55,7 +56,7 @@ MD5 = {
     "images_background": "68d2efa1b9178cc56df9314c21c6e718",
     "images_evaluation": "6b91aef0f799c5bb55b94e3f2daec811",
 }
-ENV_ROOT, ENV_CACHE = "MAMLVIZ_OMNIGLOT", "MAMLVIZ_CACHE"
+ENV_ROOT = "MAMLVIZ_OMNIGLOT"
 FORMAT_VERSION = 1
 CACHE_NAME = f"omniglot28_v{FORMAT_VERSION}.npz"
 NUM_CLASSES, DRAWINGS, SIZE = 1623, 20, 28
@@ -105,12 +106,6 @@ def default_omniglot_root() -> Path | None:
     """The folder named by env ``MAMLVIZ_OMNIGLOT``, or None when it is unset."""
     value = os.environ.get(ENV_ROOT)
     return Path(value).expanduser() if value else None
-
-
-def default_cache_dir() -> Path:
-    """The mamlviz cache root: env ``MAMLVIZ_CACHE``, else ``~/.cache/mamlviz``."""
-    value = os.environ.get(ENV_CACHE)
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "mamlviz"
 
 
 def _how_to_get(folder: Path) -> str:

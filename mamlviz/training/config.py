@@ -24,6 +24,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 RNG_MODES = ("derived", "shared")
+SCHEDULES = ("constant", "cosine")
 DERIVED = 2**62  # derived seeds lie in [2^62, 2^63); evaluation seeds must lie below 2^62
 
 
@@ -61,6 +62,9 @@ class TrainConfig:
     # "derived": init, tasks and noise each from derive_seed(seed, purpose); "shared": all three
     # from the seed itself, as every run before this field (and its checkpoints) used.
     rng: str = "derived"
+    # the outer step size over the run: "constant", or "cosine" from outer_lr down to 0
+    # (Loshchilov & Hutter 2017, without restarts); Reptile's linear annealing is its own rule
+    outer_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         get_problem(self.problem)
@@ -84,6 +88,10 @@ class TrainConfig:
         check_range("seed", self.seed, 0, 2**63 - 1, integer=True)
         check_range("checkpoint_every", self.checkpoint_every, 1, integer=True)
         check_range("snapshot_every", self.snapshot_every, 1, integer=True)
+        if self.outer_schedule not in SCHEDULES:
+            raise ValueError(
+                f"outer_schedule must be one of {SCHEDULES}, got {self.outer_schedule!r}"
+            )
         if self.rng not in RNG_MODES:
             raise ValueError(f"rng must be one of {RNG_MODES}, got {self.rng!r}")
         if self.dtype not in DTYPES:
@@ -126,8 +134,11 @@ class TrainConfig:
         return DTYPES[self.dtype]
 
 
-def build(config: TrainConfig) -> tuple[Learner, Params]:
-    """The model (initialised from the seed), its learner, and fresh meta-parameters."""
+def build(config: TrainConfig, *, compile: bool = False) -> tuple[Learner, Params]:
+    """The model (initialised from the seed), its learner, and fresh meta-parameters.
+
+    ``compile=True`` gives a learner whose batched meta-gradient runs through torch.compile
+    (same values; not part of the config, since it changes only the speed)."""
     problem = get_problem(config.problem)
     model = problem.make_model(config.stream_seed("init"), config.torch_dtype)
     learner = make_learner(
@@ -136,6 +147,7 @@ def build(config: TrainConfig) -> tuple[Learner, Params]:
         problem.loss,
         inner_lr=config.inner_lr,
         inner_steps=config.inner_steps,
+        compile=compile,
         **config.options,
     )
     return learner, learner.init_meta()

@@ -17,11 +17,13 @@ and resumed from its last checkpoint ends with exactly the weights of an uninter
 from __future__ import annotations
 
 import functools
+import math
 import os
 import platform
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import fields
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -74,9 +76,12 @@ def _outer_sgd(config: TrainConfig) -> bool:
 
 def _outer_lr(config: TrainConfig, i: int) -> float:
     """The outer step size of iteration ``i``: Reptile's eps annealed linearly to 0; with option
-    ``halve_every`` (ProtoNet, Snell et al. 2017) Adam's step halved every that many episodes."""
+    ``halve_every`` (ProtoNet, Snell et al. 2017) Adam's step halved every that many episodes;
+    with ``outer_schedule="cosine"``, outer_lr (1 + cos(pi i / iterations)) / 2."""
     if _outer_sgd(config):
         return config.outer_lr * (1 - i / config.iterations)
+    if config.outer_schedule == "cosine":
+        return config.outer_lr * 0.5 * (1 + math.cos(math.pi * i / config.iterations))
     halve = config.options.get("halve_every")
     return config.outer_lr if halve is None else config.outer_lr * 0.5 ** (i // int(halve))
 
@@ -266,12 +271,19 @@ def fit(
     progress: bool = True,
     stop_after: int | None = None,
     command: str | None = None,
+    compile: bool = False,
+    callback: Callable[[int, Params, History], bool | None] | None = None,
 ) -> tuple[Params, History]:
     """Meta-train ``config``; returns the meta-parameters (detached) and the ``History``.
 
     With ``checkpoint``, the run is saved there every ``config.checkpoint_every`` iterations and
     at the end, and (``resume=True``) continued from it if it exists. ``stop_after=n`` returns
     after iteration n without a final save, as if the process had been killed there.
+    ``compile=True`` runs the batched meta-gradient through torch.compile (the first iteration
+    compiles, shown as such in the progress bar) and the outer Adam step fused; the eager path
+    is the reference, and tests hold the two equal. ``callback(iteration, meta, history)``
+    runs after every iteration; returning True stops the run there (saving the checkpoint, if
+    any), as the course's Stop button does.
     """
     generator = torch.Generator().manual_seed(config.stream_seed("tasks"))
     state: dict[str, Any] = {
@@ -286,7 +298,7 @@ def fit(
     path = Path(checkpoint) if checkpoint is not None else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.stream_seed("noise"))
-        learner, init = build(config)
+        learner, init = build(config, compile=compile)
         if config.init:
             state["init"] = _warm_start(config.init, init, state["data"], head_names(learner.model))
         if "train_ways" in config.options:  # ProtoNet: training episodes of other ways
@@ -296,7 +308,8 @@ def fit(
         if _outer_sgd(config):
             optimizer: torch.optim.Optimizer = torch.optim.SGD(meta.values(), lr=config.outer_lr)
         else:
-            optimizer = torch.optim.Adam(meta.values(), lr=config.outer_lr)
+            # fused: one kernel for all tensors, a third of the foreach step's time on CPU
+            optimizer = torch.optim.Adam(meta.values(), lr=config.outer_lr, fused=compile or None)
         state["optimizer"] = optimizer
         if path is not None and resume and path.exists():
             saved = _resume(path, config, meta, state)
@@ -305,8 +318,12 @@ def fit(
         else:
             history.snapshot(0, meta)
         end = config.iterations if stop_after is None else min(stop_after, config.iterations)
+        warming = compile and learner.compile and state["iteration"] < end
         bar = tqdm(
-            total=config.iterations, initial=state["iteration"], disable=not progress, desc="train"
+            total=config.iterations,
+            initial=state["iteration"],
+            disable=not progress,
+            desc="compiling (first iteration; cached for later runs)" if warming else "train",
         )
         started = time.perf_counter() - state["wall_time_s"]
         stack = get_problem(config.problem).batching == "stacked" and stacked.supports(learner)
@@ -332,12 +349,18 @@ def fit(
                 state["iteration"] = i + 1
                 if (i + 1) % config.snapshot_every == 0 or i + 1 == config.iterations:
                     history.snapshot(i + 1, meta)
+                if warming:
+                    bar.set_description("train", refresh=False)
+                    warming = False
                 bar.update(1)
                 last = i + 1 == config.iterations  # a stop_after run ends without a final save
-                if path is not None and ((i + 1) % config.checkpoint_every == 0 or last):
+                stop = callback is not None and bool(callback(i + 1, meta, history))
+                if path is not None and ((i + 1) % config.checkpoint_every == 0 or last or stop):
                     state["wall_time_s"] = time.perf_counter() - started
                     save_run(path, config, meta, state, history)
                     saved_at = i + 1
+                if stop:
+                    break
         except KeyboardInterrupt:  # Ctrl-C: say where, and what is on disk
             bar.close()
             every = config.checkpoint_every
