@@ -27,6 +27,9 @@ RUN_ALL_TIMEOUT = float(os.environ.get("MAMLVIZ_BROWSER_TIMEOUT", "300"))
 # Widgets besides the main one that a chapter's browser test also moves (their CSS class).
 # Chapter 05's is the 2-D toy (mamlviz.course.viz.toy2d.TOY2D_CLASS); its first slider is inner_lr.
 SECONDARY = {"02": ["mamlviz-scrubber"], "05": ["mamlviz-toy2d"]}
+# Chapters with a live meta-training panel (mamlviz.course.viz.live.LIVE_CLASS): press Train,
+# see the loss curve grow, press Stop, see it stop and the panel come back.
+LIVE = {"02": "mamlviz-live"}
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -141,6 +144,48 @@ def test_chapter_runs_and_first_slider_updates(prefix: str, browser, lab: Lab) -
                 f"{path.name}: {css}: the figure did not change"
             )
             other.screenshot(path=shots / f"{path.stem}-{css}.png")
+        if prefix in LIVE:
+            drive_live_panel(page, page.locator(f"{nb.PANEL} .{LIVE[prefix]}").first, shots)
+            errors = nb.error_outputs(page)
+            assert not errors, f"{path.name}: the live panel raised:\n{errors[0][:2000]}"
     finally:
         page.close()
         lab.shutdown_kernels()
+
+
+def drive_live_panel(page, panel, shots: Path) -> None:
+    """Train (eager, so no compile wait), the curve grows, Stop ends the run and keeps it."""
+    from browser import notebook as nb
+
+    panel.scroll_into_view_if_needed()
+    panel.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    panel.locator(".widget-checkbox input[type=checkbox]").first.uncheck()
+    curve = lambda: panel.evaluate(CURVE_POINTS_JS)
+    assert curve() == 0, "the loss curve has points before Train"
+    panel.locator("button", has_text="Train").click()
+    deadline = time.monotonic() + 120
+    while curve() < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    first = curve()
+    assert first >= 3, f"the loss curve did not grow after Train ({first} points)"
+    grown = wait_for_change(lambda: str(curve()), str(first), timeout=30)
+    assert int(grown) > first, "the loss curve stopped growing while training"
+    panel.locator("button", has_text="Stop").click()
+    text = lambda: panel.evaluate(nb.PRINTED_TEXT_JS)
+    deadline = time.monotonic() + 60
+    while "stopped at" not in text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert "stopped at" in text(), f"Stop did not stop the run: {text()[:300]}"
+    held = curve()
+    time.sleep(2.0)
+    assert curve() == held, "the loss curve still grows after Stop"
+    assert "your theta" in text(), "no held-out MSE of the stopped run's theta"
+    assert panel.locator("button", has_text="Train").is_enabled(), "Train stays disabled"
+    panel.screenshot(path=shots / "02_maml-live.png")
+
+
+# points of the first plotly trace (the meta-loss curve) of the panel
+CURVE_POINTS_JS = """el => {
+  const plot = el.querySelector('.js-plotly-plot');
+  return plot && plot.data && plot.data[0].x ? plot.data[0].x.length : 0;
+}"""

@@ -160,8 +160,8 @@ class LiveMetaTraining:
         self.text = readout()
         self.status = Status()
         self.run: LiveRun | None = None
-        self._shipped_fit = self._one_step(self.shipped.meta)
-        self._shipped_mse = self._held_out(self.shipped.meta)
+        self.shipped_fit = self.one_step(self.shipped.meta)
+        self._shipped_mse = self.held_out(self.shipped.meta)
         self.fig = self._figure()
         for s in self.sliders.values():
             s.observe(lambda change: self._preview(), names="value")
@@ -249,14 +249,14 @@ class LiveMetaTraining:
                 f" {rate:,.0f} it/s" + (f", ~{eta:.0f} s left]" if run.running else "]")
             )
         its, means = windows(list(run.history.loss))
-        fit_now = self._one_step(run.meta) if run.meta is not None else None
+        fit_now = self.one_step(run.meta) if run.meta is not None else None
         with self.fig.batch_update():
             self.fig.data[0].x, self.fig.data[0].y = its, means
             if fit_now is not None:
                 self.fig.data[3].x = GRID.reshape(-1).tolist()
                 self.fig.data[3].y = fit_now.tolist()
         if run.state in ("stopped", "done") and run.meta is not None:
-            mse = self._held_out(run.meta)
+            mse = self.held_out(run.meta)
             self.text.value = (
                 f"one step on {HELD_OUT} held-out 5-shot tasks: your theta {fmt(mse)}, the"
                 f" shipped sinusoid-maml {fmt(self._shipped_mse)} (30,000 iterations)"
@@ -264,7 +264,7 @@ class LiveMetaTraining:
 
     # --- measurements ---------------------------------------------------------------------
 
-    def _one_step(self, meta: Params) -> torch.Tensor:
+    def one_step(self, meta: Params) -> torch.Tensor:
         """The fit after one inner step (inner_lr 0.01) on the fixed task."""
         learner = self.shipped.learner()
         fast, frozen, rule = learner.split({n: w.detach() for n, w in meta.items()})
@@ -272,7 +272,7 @@ class LiveMetaTraining:
         with torch.no_grad():
             return call(learner.model, {**phi, **frozen}, GRID).reshape(-1)
 
-    def _held_out(self, meta: Params) -> float:
+    def held_out(self, meta: Params) -> float:
         """Mean query MSE after one step on 100 held-out 5-shot tasks (the README's protocol)."""
         learner = self.shipped.learner()
         tasks = get_problem("sinusoid").make_tasks("test")
@@ -292,7 +292,7 @@ class LiveMetaTraining:
         truth = sinusoid(GRID, self.amplitude, self.phase).reshape(-1).tolist()
         widget.add_scatter(x=x, y=truth, name="truth", line=dict(color=TRUTH_COLOR), row=1, col=2)
         widget.add_scatter(
-            x=x, y=self._shipped_fit.tolist(), name="shipped sinusoid-maml",
+            x=x, y=self.shipped_fit.tolist(), name="shipped sinusoid-maml",
             line=dict(color="#555555", dash="dot"), row=1, col=2,
         )  # fmt: skip
         widget.add_scatter(x=[], y=[], name="your theta", line=dict(color=color("MAML")),
@@ -318,9 +318,9 @@ def plot_live(panel: LiveMetaTraining, run: LiveRun) -> Figure:
     x = GRID.reshape(-1)
     right.plot(x, sinusoid(GRID, panel.amplitude, panel.phase).reshape(-1), color=TRUTH_COLOR,
                label="truth")  # fmt: skip
-    right.plot(x, panel._shipped_fit, ":", color="#555555", label="shipped sinusoid-maml")
+    right.plot(x, panel.shipped_fit, ":", color="#555555", label="shipped sinusoid-maml")
     if run.meta is not None:
-        right.plot(x, panel._one_step(run.meta), color=color("MAML"),
+        right.plot(x, panel.one_step(run.meta), color=color("MAML"),
                    label=f"theta after {run.iteration:,} iterations")  # fmt: skip
     support = panel.task.support
     right.plot(support.x.reshape(-1), support.y.reshape(-1), "ko", ms=4)
