@@ -95,6 +95,7 @@ def _complete(out: Path, config: Any) -> bool:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from mamlviz.training import distributed
     from mamlviz.training.config import TrainConfig
     from mamlviz.training.problems import get_problem
     from mamlviz.training.train import fit
@@ -132,12 +133,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"already complete: {out} holds all {config.iterations} iterations; nothing to do")
         return 0
     command = shlex.join(["python", "-m", "mamlviz", *args.argv])
-    _, history = fit(
-        config, out, resume=args.resume, progress=not args.quiet, command=command, compile=compile
-    )
-    print(f"trained {config.algorithm} on {config.problem}: {len(history)} iterations -> {out}")
-    tail = history.loss[-100:]
-    print(f"mean query loss over the last {len(tail)} iterations: {sum(tail) / len(tail):.4f}")
+    device = distributed.resolve_device(args.device)
+    world = distributed.setup(device)  # torchrun: join its process group; else rank 0 of 1
+    try:
+        _, history = fit(
+            config, out, resume=args.resume, progress=not args.quiet, command=command,
+            compile=compile, device=device,
+        )  # fmt: skip
+    finally:
+        distributed.teardown()
+    if world.main:
+        processes = f" on {world.size} processes" if world.size > 1 else ""
+        print(
+            f"trained {config.algorithm} on {config.problem}{processes}: {len(history)}"
+            f" iterations -> {out}"
+        )
+        tail = history.loss[-100:]
+        print(f"mean query loss over the last {len(tail)} iterations: {sum(tail) / len(tail):.4f}")
     return 0
 
 
@@ -161,6 +173,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         options=_options(args.option),
         progress=not args.quiet,
+        device=args.device,
     )
     diverged = result.divergence()
     if args.write and not diverged:
@@ -480,6 +493,11 @@ def parser() -> argparse.ArgumentParser:
         " alpha = --inner-lr, so the run starts at MAML's model)",
     )
     t.add_argument("--threads", type=int, default=1, help="torch threads, >= 1 (default 1)")
+    t.add_argument(
+        "--device", default="cpu",
+        help="cpu (default), cuda, or auto (cuda when available); under torchrun each process"
+        " takes the GPU of its LOCAL_RANK and a share of every meta-batch",
+    )  # fmt: skip
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(handler=cmd_train)
 
@@ -508,6 +526,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print every number as JSON")
     e.add_argument("--write", action="store_true", help="store the result in the checkpoint")
     e.add_argument("--threads", type=int, default=1, help="torch threads, >= 1 (default 1)")
+    e.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(handler=cmd_evaluate)
 

@@ -134,13 +134,16 @@ class TrainConfig:
         return DTYPES[self.dtype]
 
 
-def build(config: TrainConfig, *, compile: bool = False) -> tuple[Learner, Params]:
+def build(
+    config: TrainConfig, *, compile: bool = False, device: torch.device | str = "cpu"
+) -> tuple[Learner, Params]:
     """The model (initialised from the seed), its learner, and fresh meta-parameters.
 
     ``compile=True`` gives a learner whose batched meta-gradient runs through torch.compile
-    (same values; not part of the config, since it changes only the speed)."""
+    (same values; not part of the config, since it changes only the speed). The model is made
+    on the CPU from the seed, then moved to ``device``, so every device starts from one init."""
     problem = get_problem(config.problem)
-    model = problem.make_model(config.stream_seed("init"), config.torch_dtype)
+    model = problem.make_model(config.stream_seed("init"), config.torch_dtype).to(device)
     learner = make_learner(
         config.algorithm,
         model,

@@ -18,6 +18,7 @@ steps are recorded in the same pass, so step k costs one inner step, not k.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -34,6 +35,7 @@ from mamlviz.core.functional import Params, call, detach
 from mamlviz.core.learner import Learner
 from mamlviz.errors import check_range
 from mamlviz.tasks import TaskDistribution
+from mamlviz.training import distributed
 from mamlviz.training.checkpoint import CheckpointError
 from mamlviz.training.config import DERIVED, derive_seed
 from mamlviz.training.problems import get_problem
@@ -218,6 +220,9 @@ def evaluate(
     ]
     parts = zip(*blocks, strict=True)  # support, query
     episode = Episode(*(Examples(*map(torch.cat, zip(*p, strict=True))) for p in parts))
+    device = next(iter(meta.values())).device  # tasks are drawn on the CPU, then moved
+    if device.type != "cpu":
+        episode = distributed.to_device(episode, device)
     chunk = BLOCK if chunk is None else chunk
     check_range("chunk", chunk, 1, BLOCK, integer=True)
     curves = []
@@ -230,7 +235,7 @@ def evaluate(
             for start in range(first, end, chunk):
                 part = tree_map_episode(episode, slice(start, min(start + chunk, end)))
                 curves.append(metric_curves(learner, meta, part, steps, metric))
-    values = torch.cat(curves)
+    values = torch.cat(curves).cpu()
     mean, ci = summarize(values)
     finite = torch.isfinite(values)
     median = values.double().nanmedian(0).values
@@ -269,9 +274,10 @@ def evaluate_checkpoint(
     seed: int | None = None,
     progress: bool = False,
     options: dict[str, Any] | None = None,
+    device: str = "cpu",
 ) -> Evaluation:
     """``evaluate`` a loaded :class:`mamlviz.training.hub.Checkpoint` on its problem's held-out
-    tasks.
+    tasks, on ``device`` (``cpu``, ``cuda`` or ``auto``; the tasks are the same on every device).
 
     ``options`` override the algorithm's options for the evaluation only (e.g. Meta-Dropout's
     Monte-Carlo ``samples``).
@@ -286,6 +292,11 @@ def evaluate_checkpoint(
     """
     problem = get_problem(checkpoint.config.problem)
     spec = get_algorithm(checkpoint.config.algorithm)
+    dev = distributed.resolve_device(device)
+    if dev.type != "cpu":  # a copy: the loaded checkpoint stays on the CPU
+        model = copy.deepcopy(checkpoint.model).to(dev)
+        meta = {n: w.to(dev) for n, w in checkpoint.meta.items()}
+        checkpoint = replace(checkpoint, model=model, meta=meta)
     if inner_lr is not None and not spec.has_inner_loop:
         raise ValueError(f"--inner-lr does not apply to {spec.name}: it has no inner loop")
     if inner_lr is not None and not spec.uses_inner_lr:

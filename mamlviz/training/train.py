@@ -44,7 +44,7 @@ from mamlviz.core.rules import RULE_PREFIX
 from mamlviz.errors import Interrupted
 from mamlviz.models.noise import NOISE_PREFIX
 from mamlviz.training import checkpoint as ckpt
-from mamlviz.training import hub
+from mamlviz.training import distributed, hub
 from mamlviz.training.config import TrainConfig, build
 from mamlviz.training.history import History
 from mamlviz.training.problems import get_problem
@@ -58,16 +58,21 @@ def package_version() -> str:
         return "unknown"
 
 
-def hardware() -> dict[str, Any]:
+def hardware(device: torch.device | None = None, processes: int = 1) -> dict[str, Any]:
     """Where a run happened, for the checkpoint metadata."""
-    return {
+    info = {
         "platform": platform.platform(),
         "machine": platform.machine(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
-        "device": "cpu",
+        "device": "cpu" if device is None else str(device),
     }
+    if device is not None and device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    if processes > 1:
+        info["processes"] = processes  # data parallel (torchrun); the meta-batch is split
+    return info
 
 
 def _outer_sgd(config: TrainConfig) -> bool:
@@ -223,7 +228,8 @@ def check_memory(config: TrainConfig, learner: Learner, meta: Params, tasks: Any
     except (ValueError, OSError, AttributeError):  # no sysconf (not Linux): no check
         return
     probe = tasks.sample(torch.Generator().manual_seed(0), config.shots, config.query_shots, 1)
-    probe = Episode(*(Examples(e.x.to(config.torch_dtype), e.y) for e in probe))
+    device = next(iter(meta.values())).device
+    probe = Episode(*(Examples(e.x.to(device, config.torch_dtype), e.y.to(device)) for e in probe))
     per_step = unrolled_bytes_per_step(learner, meta, probe) * config.meta_batch
     need = per_step * config.inner_steps
     if need > available:
@@ -234,6 +240,17 @@ def check_memory(config: TrainConfig, learner: Learner, meta: Params, tasks: Any
             " available: lower --inner-steps or --meta-batch, or use fomaml or imaml, whose"
             " memory does not grow with the inner steps"
         )
+
+
+def _to_cpu(obj: Any) -> Any:
+    """A state dict with every tensor on the CPU (a checkpoint loads on any machine)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def save_run(path: Path, config: TrainConfig, meta: Params, state: dict, history: History) -> None:
@@ -248,15 +265,15 @@ def save_run(path: Path, config: TrainConfig, meta: Params, state: dict, history
         "torch_version": torch.__version__,
         "command": state["command"],
         "wall_time_s": state["wall_time_s"],
-        "hardware": hardware(),
+        "hardware": hardware(state.get("device"), state.get("processes", 1)),
     }
     if "init" in state:
         metadata["initialised_from"] = state["init"]
     if state.get("data") is not None:
         metadata["data"] = state["data"]  # the split a later evaluation must match
     tensors = {
-        "meta": {n: w.detach().clone() for n, w in meta.items()},
-        "optimizer": state["optimizer"].state_dict(),
+        "meta": {n: w.detach().cpu().clone() for n, w in meta.items()},
+        "optimizer": _to_cpu(state["optimizer"].state_dict()),
         "rng": {"tasks": state["generator"].get_state(), "torch": torch.get_rng_state()},
         "history": history.to_tensors(),
     }
@@ -273,6 +290,7 @@ def fit(
     command: str | None = None,
     compile: bool = False,
     callback: Callable[[int, Params, History], bool | None] | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[Params, History]:
     """Meta-train ``config``; returns the meta-parameters (detached) and the ``History``.
 
@@ -283,14 +301,21 @@ def fit(
     compiles, shown as such in the progress bar) and the outer Adam step fused; the eager path
     is the reference, and tests hold the two equal. ``callback(iteration, meta, history)``
     runs after every iteration; returning True stops the run there (saving the checkpoint, if
-    any), as the course's Stop button does.
+    any), as the course's Stop button does. ``device`` (``cpu``, ``cuda`` or ``auto``) is where
+    the model and the meta-batches live. Under ``torchrun`` (a process group is initialised,
+    :mod:`mamlviz.training.distributed`) each process computes its share of the meta-batch, the
+    meta-gradient is all-reduced, and only rank 0 writes the checkpoint and shows progress.
     """
+    dev = distributed.resolve_device(device) if isinstance(device, str) else device
+    world = distributed.current()
     generator = torch.Generator().manual_seed(config.stream_seed("tasks"))
     state: dict[str, Any] = {
         "generator": generator,
         "iteration": 0,
         "wall_time_s": 0.0,
         "command": command if command is not None else shlex.join(sys.argv),
+        "device": dev,
+        "processes": world.size,
     }
     history = History()
     tasks = get_problem(config.problem).make_tasks("train")
@@ -298,7 +323,7 @@ def fit(
     path = Path(checkpoint) if checkpoint is not None else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.stream_seed("noise"))
-        learner, init = build(config, compile=compile)
+        learner, init = build(config, compile=compile, device=dev)
         if config.init:
             state["init"] = _warm_start(config.init, init, state["data"], head_names(learner.model))
         if "train_ways" in config.options:  # ProtoNet: training episodes of other ways
@@ -322,7 +347,7 @@ def fit(
         bar = tqdm(
             total=config.iterations,
             initial=state["iteration"],
-            disable=not progress,
+            disable=not progress or not world.main,
             desc="compiling (first iteration; cached for later runs)" if warming else "train",
         )
         started = time.perf_counter() - state["wall_time_s"]
@@ -330,6 +355,8 @@ def fit(
         gradient = stacked.meta_gradient if stack else None
         if not get_algorithm(config.algorithm).batched:  # task by task (ProtoNet)
             gradient = functools.partial(meta_gradient, batched=False)
+        if world.size > 1:  # this rank's share of every meta-batch, all-reduced
+            gradient = distributed.sharded(gradient or meta_gradient, world)
         saved_at = state["iteration"] if path is not None and path.exists() else None
         try:
             for i in range(state["iteration"], end):
@@ -341,6 +368,8 @@ def fit(
                     config.meta_batch,
                     config.torch_dtype,
                 )
+                if dev.type != "cpu":
+                    episode = distributed.to_device(episode, dev)
                 losses = meta_step(
                     learner, meta, optimizer, episode, iteration=i, gradient=gradient
                 )
@@ -355,7 +384,8 @@ def fit(
                 bar.update(1)
                 last = i + 1 == config.iterations  # a stop_after run ends without a final save
                 stop = callback is not None and bool(callback(i + 1, meta, history))
-                if path is not None and ((i + 1) % config.checkpoint_every == 0 or last or stop):
+                due = (i + 1) % config.checkpoint_every == 0 or last or stop
+                if path is not None and world.main and due:
                     state["wall_time_s"] = time.perf_counter() - started
                     save_run(path, config, meta, state, history)
                     saved_at = i + 1
