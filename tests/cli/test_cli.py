@@ -141,6 +141,14 @@ def test_evaluate_json_and_write(trained: Path, capsys) -> None:
         (["--algorithm", "mamal"], r"algorithm must be one of: .*fomaml.*maml.*; got 'mamal'"),
         (["--option", "inner_optimizer"], r"--option must look like key=value"),
         (["--threads", "0"], r"--threads must be in \[1, inf\), got 0"),
+        (["--preset", "fast"], r"preset must be one of this problem's \(sinusoid\): live; got"),
+        (["--preset", "live", "--algorithm", "fomaml"], r"differs from preset live's maml"),
+        (["--outer-schedule", "step"], r"outer_schedule must be one of \('constant', 'cosine'\)"),
+        (["--device", "tpu"], r"device must be one of \('auto', 'cpu', 'cuda'\), got 'tpu'"),
+        (
+            ["--problem", "sinusoid", "--algorithm", "metadropout", "--compile"],
+            r"compile must be False for 'metadropout' .*algorithms that compile: .*maml",
+        ),
     ],
 )
 def test_train_bad_arguments_exit_2(args: list[str], message: str, tmp_path, capsys) -> None:
@@ -207,6 +215,10 @@ def test_help_and_list_come_from_the_registry(capsys) -> None:
         for key in spec.known_options():
             assert f"--option {key}=" in text, key
     assert "examples:" in text and "defaults (MAML's paper settings" in text
+    from mamlviz.training.problems import get_problem
+
+    for preset in get_problem("sinusoid").presets:  # the presets come from the registry too
+        assert f"--preset {preset.name}: {preset.about}" in " ".join(text.split())
     assert main(["list", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert set(listing["algorithms"]) == set(ALGORITHMS)
