@@ -5,7 +5,9 @@ compiled meta-step's kernels (``inductor/``), things that are slow to make and s
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 ENV_CACHE = "MAMLVIZ_CACHE"
@@ -27,3 +29,21 @@ def use_inductor_cache() -> str:
     folder = USER_INDUCTOR_CACHE or str(default_cache_dir() / "inductor")
     os.environ[INDUCTOR_ENV] = folder
     return folder
+
+
+@contextlib.contextmanager
+def inductor_cache(folder: str | os.PathLike[str]) -> Iterator[str]:
+    """torch.compile's kernels in ``folder`` for the duration (benchmarks time a cold cache in
+    an empty one; tests keep the user's cache untouched)."""
+    global USER_INDUCTOR_CACHE
+    saved = USER_INDUCTOR_CACHE, os.environ.get(INDUCTOR_ENV)
+    USER_INDUCTOR_CACHE = str(folder)
+    os.environ[INDUCTOR_ENV] = str(folder)
+    try:
+        yield str(folder)
+    finally:
+        USER_INDUCTOR_CACHE = saved[0]
+        if saved[1] is None:
+            os.environ.pop(INDUCTOR_ENV, None)
+        else:
+            os.environ[INDUCTOR_ENV] = saved[1]

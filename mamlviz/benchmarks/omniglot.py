@@ -3,7 +3,9 @@ latency of the notebook API.
 
 Workload: MAML's 5-way 1-shot Omniglot meta-iteration (Finn et al. 2017): meta-batch 32,
 second order, 1 inner step at inner_lr 0.4, strided conv net, float32, with 1 and 15 query
-examples per class. Timed: the meta-gradient (the optimiser step is the same for every path).
+examples per class. Timed: the meta-gradient (the optimiser step is the same for every path)
+of the per-task loop, the stacked path, and the stacked path compiled (``train --compile``:
+torch.compile with an empty kernel cache, its first call reported as ``compile_s``).
 Inputs are random images of the right shape: the time of a conv net does not depend on the
 pixel values, and the suite then runs without the dataset. Reported: the median of the timed
 iterations after one warm-up, with ``threads`` torch threads (2 by default: the bar is
@@ -18,6 +20,7 @@ needs the Omniglot images and a shipped checkpoint; otherwise it is reported as 
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,8 +28,10 @@ from typing import Any
 import torch
 
 from mamlviz.algorithms import make_learner
+from mamlviz.cache import inductor_cache
 from mamlviz.core import stacked
 from mamlviz.core.episode import Episode, Examples
+from mamlviz.core.functional import detach
 from mamlviz.core.outer import meta_gradient
 from mamlviz.models.convnet import omniglot_convnet
 
@@ -105,33 +110,43 @@ def run(quick: bool = False, threads: int = 2) -> dict[str, Any]:
     """The suite; ``quick`` times 1 iteration per path instead of 3."""
     torch.set_num_threads(threads)
     repeats = 1 if quick else 3
-    learner = make_learner(
-        "maml",
-        omniglot_convnet(WORKLOAD["ways"]),
-        "cross_entropy",
-        inner_lr=WORKLOAD["inner_lr"],
-        inner_steps=WORKLOAD["inner_steps"],
-    )
-    meta = learner.init_meta()
+    make = lambda compile: make_learner(
+        "maml", omniglot_convnet(WORKLOAD["ways"]), "cross_entropy",
+        inner_lr=WORKLOAD["inner_lr"], inner_steps=WORKLOAD["inner_steps"], compile=compile,
+    )  # fmt: skip
+    learner, compiled = make(False), make(True)
+    meta = detach(learner.init_meta())
     rows = []
-    for query_shots in (1, 15):
-        episode = random_episode(query_shots)
-        loop, loop_cpu = median_ms(
-            lambda ep=episode: meta_gradient(learner, meta, ep, batched=False), repeats
-        )
-        fast, fast_cpu = median_ms(
-            lambda ep=episode: stacked.meta_gradient(learner, meta, ep), repeats
-        )
-        rows.append(
-            {
-                "query_shots": query_shots,
-                "loop_ms": round(loop, 1),
-                "stacked_ms": round(fast, 1),
-                "speedup": round(loop / fast, 2),
-                "loop_cpu_ms": round(loop_cpu, 1),
-                "stacked_cpu_ms": round(fast_cpu, 1),
-            }
-        )
+    with tempfile.TemporaryDirectory() as cold, inductor_cache(cold):
+        for query_shots in (1, 15):
+            episode = random_episode(query_shots)
+            loop, loop_cpu = median_ms(
+                lambda ep=episode: meta_gradient(learner, meta, ep, batched=False), repeats
+            )
+            fast, fast_cpu = median_ms(
+                lambda ep=episode: stacked.meta_gradient(learner, meta, ep), repeats
+            )
+            started = time.perf_counter()
+            stacked.meta_gradient(compiled, meta, episode)  # compiles for this shape
+            compile_s = time.perf_counter() - started
+            comp, comp_cpu = median_ms(
+                lambda ep=episode: stacked.meta_gradient(compiled, meta, ep), repeats
+            )
+            rows.append(
+                {
+                    "query_shots": query_shots,
+                    "loop_ms": round(loop, 1),
+                    "stacked_ms": round(fast, 1),
+                    "speedup": round(loop / fast, 2),
+                    "loop_cpu_ms": round(loop_cpu, 1),
+                    "stacked_cpu_ms": round(fast_cpu, 1),
+                    "compiled_ms": round(comp, 1),
+                    "compiled_cpu_ms": round(comp_cpu, 1),
+                    "compiled_speedup": round(loop / comp, 2),
+                    "compile_s": round(compile_s, 1),
+                    "compiled": compiled.compiled["stacked"].state == "compiled",
+                }
+            )
     result: dict[str, Any] = {
         "suite": "omniglot",
         "workload": {**WORKLOAD, "order": "second", "dtype": "float32"},
@@ -140,10 +155,15 @@ def run(quick: bool = False, threads: int = 2) -> dict[str, Any]:
         **api_latency(repeats=2 if quick else 5),
     }
     lines = [f"Omniglot 5w1s MAML meta-gradient, meta-batch 32, {threads} threads (ms/iteration)"]
-    lines += ["  query/class      loop   stacked   speedup   (CPU ms: loop, stacked)"]
+    lines += [
+        "  query/class      loop   stacked   speedup  compiled   speedup  compile s"
+        "   (CPU ms: loop, stacked, compiled)"
+    ]
     lines += [
         f"  {r['query_shots']:>11} {r['loop_ms']:>9.0f} {r['stacked_ms']:>9.0f}"
-        f" {r['speedup']:>8.2f}x   ({r['loop_cpu_ms']:.0f}, {r['stacked_cpu_ms']:.0f})"
+        f" {r['speedup']:>8.2f}x {r['compiled_ms']:>9.0f} {r['compiled_speedup']:>8.2f}x"
+        f" {r['compile_s']:>10.0f}   ({r['loop_cpu_ms']:.0f}, {r['stacked_cpu_ms']:.0f},"
+        f" {r['compiled_cpu_ms']:.0f})"
         for r in rows
     ]
     if "api_ms" in result:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mamlviz.algorithms import make_learner
+from mamlviz.cache import inductor_cache
 from mamlviz.core import outer
 from mamlviz.core.compiled import Compiled
 from mamlviz.core.functional import detach
@@ -21,11 +22,10 @@ from mamlviz.training.train import fit
 
 
 @pytest.fixture(autouse=True)
-def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+def _own_cache(tmp_path_factory: pytest.TempPathFactory):
     """Compile into a folder of the test session's, never into the user's cache."""
-    monkeypatch.setattr(
-        "mamlviz.cache.USER_INDUCTOR_CACHE", str(tmp_path_factory.getbasetemp() / "inductor")
-    )
+    with inductor_cache(tmp_path_factory.getbasetemp() / "inductor"):
+        yield
 
 
 def _pair(algorithm: str, steps: int) -> tuple:
@@ -119,3 +119,29 @@ def test_compile_is_refused_where_it_would_change_the_results():
         make_learner(
             "metadropout", sinusoid_mlp(0), "mse", inner_lr=0.01, inner_steps=1, compile=True
         )
+
+
+@pytest.mark.slow
+def test_compiled_stacked_conv_meta_gradient_equals_eager_in_float64():
+    """train --compile on Omniglot: the stacked grouped-conv path (batch norm's double backward
+    included) through torch.compile, against the same path eager."""
+    from mamlviz.core import stacked
+    from mamlviz.core.episode import Episode, Examples
+    from mamlviz.models.convnet import omniglot_convnet
+
+    build = lambda compile: make_learner(
+        "maml", omniglot_convnet(3, dtype=torch.float64), "cross_entropy", inner_lr=0.4,
+        inner_steps=1, compile=compile,
+    )  # fmt: skip
+    eager, compiled = build(False), build(True)
+    meta = detach(eager.init_meta())
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(3).repeat_interleave(2).expand(2, -1).contiguous()
+    x = lambda: torch.rand(2, 6, 1, 28, 28, generator=g, dtype=torch.float64)
+    episode = Episode(Examples(x(), y), Examples(x(), y))
+    want, want_losses = stacked.meta_gradient(eager, meta, episode)
+    got, losses = stacked.meta_gradient(compiled, meta, episode)
+    assert compiled.compiled["stacked"].state == "compiled"
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(losses, want_losses, rtol=1e-10, atol=1e-12)
