@@ -184,14 +184,21 @@ class LiveMetaTraining:
             int(v["iterations"]),
         )  # fmt: skip
 
-    def _preview(self) -> None:
-        """What Train will do (a slider callback: no computation, well under 100 ms)."""
+    def _idle_config(self) -> TrainConfig | None:
+        """The sliders' config, or None while a run is going or when a setting is refused
+        (said in the status line)."""
         if self.run is not None and self.run.running:
-            return
+            return None
         try:
-            c = self.config()
+            return self.config()
         except ValueError as err:
             self.status.error(str(err))
+            return None
+
+    def _preview(self) -> None:
+        """What Train will do (a slider callback: no computation, well under 100 ms)."""
+        c = self._idle_config()
+        if c is None:
             return
         self.status.ok(
             f"Train: {c.iterations:,} meta-iterations of {c.meta_batch} tasks with {c.shots}"
@@ -202,12 +209,9 @@ class LiveMetaTraining:
     # --- the run --------------------------------------------------------------------------
 
     def train(self) -> None:
-        if self.run is not None and self.run.running:
-            return
-        try:
-            config = self.config()
-        except ValueError as err:
-            self.status.error(str(err))
+        """Start a run with the sliders' settings (nothing while one is going)."""
+        config = self._idle_config()
+        if config is None:
             return
         self.run = LiveRun(config, compile=self.compile.value)
         self.progress.max, self.progress.value = config.iterations, 0
