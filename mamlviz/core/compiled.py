@@ -22,14 +22,11 @@ from typing import Any
 import torch
 
 from mamlviz.cache import use_inductor_cache
-
-STATES = ("cold", "compiled", "eager")
+from mamlviz.errors import MamlvizError
 
 
 def _own_error(err: BaseException) -> bool:
     """Errors that are the caller's (bad input, our checks), not the compiler's: re-raised."""
-    from mamlviz.errors import MamlvizError
-
     return isinstance(err, MamlvizError | ValueError | KeyboardInterrupt)
 
 
@@ -53,22 +50,22 @@ class Compiled:
         self._compiled: Callable[..., Any] | None = None
 
     def __call__(self, *args: Any) -> Any:
-        if self.state == "compiled":
-            return self._compiled(*args)  # type: ignore[misc]
         if self.state == "eager":
             return self.fn(*args)
-        use_inductor_cache()
         started = time.perf_counter()
-        try:
-            self._compiled = torch.compile(self.fn, dynamic=False)
+        try:  # a new shape compiles here too, so a failure then also falls back
+            if self._compiled is None:
+                use_inductor_cache()
+                self._compiled = torch.compile(self.fn, dynamic=False)
             out = self._compiled(*args)
         except Exception as err:
             if _own_error(err):
                 raise
             self.fall_back(f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}")
             return self.fn(*args)
-        self.compile_seconds = time.perf_counter() - started
-        self.state = "compiled"
+        if self.state == "cold":
+            self.compile_seconds = time.perf_counter() - started
+            self.state = "compiled"
         return out
 
     def fall_back(self, reason: str) -> None:
