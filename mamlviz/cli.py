@@ -26,12 +26,14 @@ import shlex
 import sys
 import tempfile
 import textwrap
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mamlviz.errors import Interrupted, MamlvizError, check_range
+from mamlviz.errors import IndefiniteWarning, Interrupted, MamlvizError, check_range
 
 TRAIN_FIELDS = (
     "inner_lr",
@@ -658,6 +660,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.argv = argv  # recorded in checkpoints as the exact command
     name = f"mamlviz {args.command}"
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line(name, warnings.showwarning)
+        return _run(args, name, debug)
+
+
+def _one_line(name: str, show: Callable[..., None]) -> Callable[..., None]:
+    """Our warnings as one line, ``mamlviz <command>: warning: <message>``; others unchanged."""
+
+    def showwarning(message: Warning | str, category: type[Warning], *rest: object) -> None:
+        if issubclass(category, IndefiniteWarning):
+            print(f"{name}: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *rest)
+
+    return showwarning
+
+
+def _run(args: argparse.Namespace, name: str, debug: bool) -> int:
     try:
         return args.handler(args)
     except KeyboardInterrupt as err:

@@ -38,6 +38,19 @@ class DivergenceError(MamlvizError, FloatingPointError):
         super().__init__(f"diverged: loss is {kind} at {where} {step}, {hint}")
 
 
+class IndefiniteWarning(UserWarning):
+    """iMAML skipped the tasks of a meta-batch whose implicit system was not positive definite
+    (option ``indefinite=skip``); the meta-gradient is the mean over the other tasks."""
+
+    def __init__(self, tasks: int, total: int, curvature: float):
+        self.tasks, self.total, self.curvature = tasks, total, curvature
+        super().__init__(
+            f"implicit gradient: skipped {tasks} of {total} tasks whose (1 + damping) I + H / lam"
+            f" is not positive definite (smallest curvature seen {curvature:.3g} <= 0); the"
+            " meta-gradient is the mean over the other tasks"
+        )
+
+
 class IndefiniteError(MamlvizError, ValueError):
     """iMAML's implicit system (1 + damping) I + H / lam was not positive definite on a task:
     its solution is no meta-gradient, so it is refused rather than used."""
@@ -48,7 +61,8 @@ class IndefiniteError(MamlvizError, ValueError):
             f"implicit gradient refused: (1 + damping) I + H / lam is not positive definite on"
             f" {tasks} of {total} tasks (smallest curvature seen {curvature:.3g} <= 0; the support"
             " Hessian H has an eigenvalue below -lam (1 + damping)). Raise the option damping"
-            " (>= 0) or lam (> 0), or lower inner_lr so the inner loop stays near a minimum."
+            " (>= 0) or lam (> 0), or lower inner_lr so the inner loop stays near a minimum;"
+            " or pass the option indefinite=skip to drop such tasks from the meta-batch."
         )
 
 

@@ -61,6 +61,11 @@ register(
             ("cg_steps", "conjugate-gradient steps, an integer >= 1; default 5"),
             ("solver", "cg or dense (exact, small models); default cg"),
             ("damping", "delta >= 0 in ((1 + delta) I + H / lambda); default 1"),
+            (
+                "indefinite",
+                "refuse or skip: a meta-batch with an indefinite system stops training, or its"
+                " indefinite tasks are left out of the mean (with a warning); default refuse",
+            ),
             ("inner_optimizer", "sgd or adam; default sgd"),
             ("max_norm", "clip each inner gradient to this global norm > 0; default off"),
         ),

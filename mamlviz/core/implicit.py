@@ -21,6 +21,7 @@ is kept across inner steps: memory does not grow with ``inner_steps`` (benchmark
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -38,9 +39,10 @@ from mamlviz.core.functional import (
     unflatten,
 )
 from mamlviz.core.learner import Learner, zeros_like
-from mamlviz.errors import check_range
+from mamlviz.errors import IndefiniteError, IndefiniteWarning, check_range
 
 SOLVERS = ("cg", "dense")
+POLICIES = ("refuse", "skip")
 
 
 def hvp(loss_fn: LossFn, params: Params, examples: Examples, v: Params) -> Params:
@@ -69,8 +71,13 @@ def conjugate_gradient(matvec: Callable[[Params], Params], b: Params, steps: int
     return conjugate_gradient_checked(matvec, b, steps)[0]
 
 
+def task_dot(a: Params, b: Params) -> Tensor:
+    """``<a_t, b_t>`` for every task t of stacked leaves [T, ...]: a [T] tensor."""
+    return sum(torch.sum((a[n] * b[n]).flatten(1), dim=1) for n in a)  # type: ignore[return-value]
+
+
 def conjugate_gradient_checked(
-    matvec: Callable[[Params], Params], b: Params, steps: int
+    matvec: Callable[[Params], Params], b: Params, steps: int, *, stacked: bool = False
 ) -> tuple[Params, Tensor]:
     """:func:`conjugate_gradient`, and the smallest curvature ``p.Ap / p.p`` it met.
 
@@ -78,24 +85,33 @@ def conjugate_gradient_checked(
     of A; a value <= 0 therefore proves that A is NOT positive definite, and CG's answer is then
     meaningless (it steps along a direction of negative curvature, or stalls at 0/0). Directions
     after convergence (p = 0) count as +inf.
+
+    ``stacked=True``: every leaf of ``b`` is [T, ...], T independent systems whose ``matvec``
+    is block diagonal (:mod:`mamlviz.core.stacked`); each task then gets its own step sizes
+    and curvature [T], exactly as T separate solves would (tested).
     """
     check_range("cg_steps", steps, 1, integer=True)
+    dot = task_dot if stacked else tree_dot
+
+    def scaled(c: Tensor, v: Tensor) -> Tensor:  # a per-task scalar times a [T, ...] leaf
+        return c.view(-1, *[1] * (v.dim() - 1)) * v if stacked else c * v
+
     x = zeros_like(b)
     r = dict(b)
     p = dict(b)
-    rs = tree_dot(r, r)
+    rs = dot(r, r)
     curvature = torch.full_like(rs, math.inf)
     for _ in range(steps):
         ap = matvec(p)
-        pap, pp = tree_dot(p, ap), tree_dot(p, p)
+        pap, pp = dot(p, ap), dot(p, p)
         quotient = torch.where(pp > 0, pap / torch.where(pp > 0, pp, torch.ones_like(pp)), math.inf)
         curvature = torch.minimum(curvature, quotient)
         alpha = _safe_ratio(rs, pap)
-        x = {n: x[n] + alpha * p[n] for n in x}
-        r = {n: r[n] - alpha * ap[n] for n in r}
-        rs_new = tree_dot(r, r)
+        x = {n: x[n] + scaled(alpha, p[n]) for n in x}
+        r = {n: r[n] - scaled(alpha, ap[n]) for n in r}
+        rs_new = dot(r, r)
         beta = _safe_ratio(rs_new, rs)
-        p = {n: r[n] + beta * p[n] for n in p}
+        p = {n: r[n] + scaled(beta, p[n]) for n in p}
         rs = rs_new
     return x, curvature
 
@@ -130,11 +146,46 @@ def dense_solve_checked(
     return unflatten(torch.linalg.solve(system, flatten(b)), params), smallest
 
 
+def indefinite_policy(options: dict) -> str:
+    """What a meta-batch with an indefinite implicit system gets (option ``indefinite``):
+    ``refuse`` (default) raises :class:`IndefiniteError`; ``skip`` averages the meta-gradient
+    over the other tasks and warns (:class:`IndefiniteWarning`)."""
+    policy = options.get("indefinite", "refuse")
+    if policy not in POLICIES:
+        raise ValueError(f"indefinite must be one of {POLICIES}, got {policy!r}")
+    return str(policy)
+
+
+def task_weights(curvature: Tensor, policy: str) -> Tensor:
+    """Weights [T] of each task's implicit gradient in the meta-gradient: 1/T, or under
+    ``skip`` 1/(number of definite tasks) on the definite ones and 0 on the rest (no
+    data-dependent branch, so it runs under torch.compile; :func:`refuse_indefinite` decides
+    afterwards whether the result may be used)."""
+    if policy == "refuse":
+        return torch.full_like(curvature, 1.0 / curvature.numel())
+    keep = (curvature > 0).to(curvature.dtype)
+    return keep / keep.sum().clamp(min=1.0)
+
+
+def refuse_indefinite(diagnostics: dict[str, Tensor], policy: str = "refuse") -> None:
+    """Raise :class:`IndefiniteError` where a task's implicit solve met curvature <= 0
+    (``diagnostics["curvature"]``, one value per task; no entry: not an implicit strategy).
+    Under ``skip`` only a meta-batch with no definite task is refused; skipped tasks warn."""
+    curvature = diagnostics.get("curvature")
+    if curvature is None or not bool((curvature <= 0).any()):
+        return
+    bad, total, smallest = int((curvature <= 0).sum()), curvature.numel(), float(curvature.min())
+    if policy == "refuse" or bad == total:
+        raise IndefiniteError(bad, total, smallest)
+    warnings.warn(IndefiniteWarning(bad, total, smallest), stacklevel=3)
+
+
 def implicit_options(options: dict) -> tuple[float, int, str, float]:
     """``(lam, cg_steps, solver, damping)`` from a learner's options, validated
     (iMAML defaults: 2.0, 5, "cg", 0.0)."""
     lam, cg_steps = options.get("lam", 2.0), options.get("cg_steps", 5)
     solver, damping = options.get("solver", "cg"), options.get("damping", 0.0)
+    indefinite_policy(options)
     check_range("lam", lam, 0.0, low_open=True)
     check_range("cg_steps", cg_steps, 1, integer=True)
     check_range("damping", damping, 0.0)

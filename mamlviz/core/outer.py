@@ -19,8 +19,9 @@ from torch.func import vmap
 from mamlviz.core.compiled import Compiled
 from mamlviz.core.episode import Episode
 from mamlviz.core.functional import Params, detach
+from mamlviz.core.implicit import indefinite_policy, refuse_indefinite, task_weights
 from mamlviz.core.learner import Learner
-from mamlviz.errors import DivergenceError, IndefiniteError
+from mamlviz.errors import DivergenceError
 
 
 def _with_diagnostics(out: tuple) -> tuple[Params, Tensor, dict[str, Tensor]]:
@@ -86,7 +87,8 @@ def meta_gradient(
 ) -> tuple[Params, Tensor]:
     """Meta-gradient averaged over the tasks of ``episode``, and the per-task query losses.
 
-    Raises :class:`IndefiniteError` where an implicit solve met non-positive curvature.
+    Raises :class:`IndefiniteError` where an implicit solve met non-positive curvature (or,
+    with iMAML's option ``indefinite=skip``, leaves those tasks out of the mean and warns).
     """
     try:
         grads, losses, diagnostics = task_gradients(learner, meta, episode, batched=batched)
@@ -101,10 +103,12 @@ def meta_gradient(
             " give x the model's input features as its last axis"
         ) from None
     curvature = diagnostics.get("curvature")
-    if curvature is not None and bool((curvature <= 0).any()):
-        bad = int((curvature <= 0).sum())
-        raise IndefiniteError(bad, episode.num_tasks, float(curvature.min()))
-    return {n: g.mean(0) for n, g in grads.items()}, losses
+    if curvature is None:
+        return {n: g.mean(0) for n, g in grads.items()}, losses
+    policy = indefinite_policy(learner.options)
+    refuse_indefinite(diagnostics, policy)
+    weights = task_weights(curvature, policy)  # 1/T each, or skip: 0 on indefinite tasks
+    return {n: torch.tensordot(weights, g, dims=1) for n, g in grads.items()}, losses
 
 
 def meta_step(

@@ -31,9 +31,20 @@ from torch.func import grad
 
 from mamlviz.core.compiled import Compiled
 from mamlviz.core.episode import Episode, Examples
-from mamlviz.core.functional import Params, detach
-from mamlviz.core.learner import Learner
+from mamlviz.core.functional import Params, detach, proximal_loss
+from mamlviz.core.implicit import (
+    conjugate_gradient_checked,
+    implicit,
+    implicit_matvec,
+    implicit_options,
+    indefinite_policy,
+    refuse_indefinite,
+    task_weights,
+)
+from mamlviz.core.learner import Learner, zeros_like
 from mamlviz.core.metagrad import reptile, unrolled
+
+STRATEGIES = (unrolled, reptile, implicit)
 
 
 class Stackable(Protocol):
@@ -72,11 +83,17 @@ def stack(meta: Params, tasks: int) -> Params:
 
 
 def supports(learner: Learner) -> bool:
-    """Whether :func:`meta_gradient` can run ``learner`` (else use ``outer.meta_gradient``)."""
+    """Whether :func:`meta_gradient` can run ``learner`` (else use ``outer.meta_gradient``).
+
+    Not a rule that clips the global gradient norm (stacked, that norm would span every task),
+    nor iMAML's dense solver (one Hessian per task is what the stacked layout avoids).
+    """
     return (
         callable(getattr(learner.model, "stacked_forward", None))
         and (learner.support_loss is None or _noisy(learner))
-        and learner.strategy in (unrolled, reptile)
+        and learner.strategy in STRATEGIES
+        and getattr(learner.rule, "max_norm", None) is None
+        and (learner.strategy is not implicit or implicit_options(learner.options)[2] == "cg")
     )
 
 
@@ -92,8 +109,10 @@ def stacked_learner(learner: Learner) -> Learner:
         raise ValueError(
             "the stacked path needs learner.support_loss=None or the model's noisy forward"
         )
-    if learner.strategy not in (unrolled, reptile):
-        raise ValueError("learner.strategy must be metagrad.unrolled or metagrad.reptile")
+    if learner.strategy not in STRATEGIES:
+        raise ValueError(
+            "learner.strategy must be metagrad.unrolled, metagrad.reptile or implicit.implicit"
+        )
     support_loss = None
     if learner.support_loss is not None:
         samples = int(learner.options.get("samples", 1))
@@ -114,6 +133,9 @@ def meta_gradient(learner: Learner, meta: Params, episode: Episode) -> tuple[Par
     Same contract as ``outer.meta_gradient(learner, meta, episode)``, computed in one stacked
     forward/backward. Unrolled (MAML, FOMAML, Meta-SGD): the query loss after ``adapt`` is
     differentiated w.r.t. theta, through the expansion. Reptile: theta - phi per task, averaged.
+    iMAML: the proximal inner loop on every task at once, then T conjugate-gradient solves
+    side by side (the stacked support Hessian is block diagonal); a meta-batch on which a
+    system is not positive definite is refused, as by ``outer.meta_gradient``.
     A learner made with ``compile=True`` runs it through torch.compile (inductor fuses the
     batch-norm and ReLU backward passes that dominate here: ``bench --suite omniglot``).
     """
@@ -123,11 +145,19 @@ def meta_gradient(learner: Learner, meta: Params, episode: Episode) -> tuple[Par
                 functools.partial(_meta_gradient, learner),
                 f"{learner.algorithm}'s stacked meta-gradient",
             )
-        return learner.compiled["stacked"](meta, episode)
-    return _meta_gradient(learner, meta, episode)
+        grads, losses, diagnostics = learner.compiled["stacked"](meta, episode)
+    else:
+        grads, losses, diagnostics = _meta_gradient(learner, meta, episode)
+    refuse_indefinite(diagnostics, indefinite_policy(learner.options))
+    return grads, losses
 
 
-def _meta_gradient(learner: Learner, meta: Params, episode: Episode) -> tuple[Params, Tensor]:
+Diagnostics = dict[str, Tensor]
+
+
+def _meta_gradient(
+    learner: Learner, meta: Params, episode: Episode
+) -> tuple[Params, Tensor, Diagnostics]:
     tasks = episode.num_tasks
     stacked = stacked_learner(learner)
     net = learner.model
@@ -137,7 +167,9 @@ def _meta_gradient(learner: Learner, meta: Params, episode: Episode) -> tuple[Pa
         fast, frozen, _ = stacked.split(stack(detach(meta), tasks))
         phi = {n: fast[n] - grads[n] for n in fast}  # reptile returns theta - phi
         losses = per_task_losses(net, {**phi, **frozen}, episode.query)
-        return {n: g.mean(0) for n, g in grads.items()}, losses
+        return {n: g.mean(0) for n, g in grads.items()}, losses, {}
+    if learner.strategy is implicit:
+        return _implicit(stacked, meta, episode)
 
     def total_query_loss(meta: Params) -> tuple[Tensor, Tensor]:
         fast, frozen, rule_params = stacked.split(stack(meta, tasks))
@@ -146,7 +178,38 @@ def _meta_gradient(learner: Learner, meta: Params, episode: Episode) -> tuple[Pa
         return losses.sum(), losses.detach()
 
     grads, losses = grad(total_query_loss, has_aux=True)(meta)
-    return {n: g / tasks for n, g in grads.items()}, losses
+    return {n: g / tasks for n, g in grads.items()}, losses, {}
+
+
+def _implicit(
+    stacked: Learner, meta: Params, episode: Episode
+) -> tuple[Params, Tensor, Diagnostics]:
+    """:func:`mamlviz.core.implicit.implicit` for every task at once (same equations).
+
+    The summed loss makes each task's gradient, and each task's Hessian-vector product, its
+    own slice; :func:`conjugate_gradient_checked` with ``stacked=True`` keeps every task's
+    CG step sizes and curvature apart.
+    """
+    lam, cg_steps, _, damping = implicit_options(stacked.options)
+    net = stacked.model
+    fast, frozen, rule_params = stacked.split(stack(detach(meta), episode.num_tasks))
+    support_loss = stacked.support_loss_fn(frozen)
+    objective = proximal_loss(support_loss, fast, lam)
+    phi = detach(
+        stacked.inner_loop(fast, frozen, rule_params, episode.support, objective=objective)
+    )
+
+    def query_loss(p: Params) -> tuple[Tensor, Tensor]:
+        losses = per_task_losses(net, {**p, **frozen}, episode.query)
+        return losses.sum(), losses.detach()
+
+    g_query, losses = grad(query_loss, has_aux=True)(phi)
+    matvec = implicit_matvec(support_loss, phi, episode.support, lam, damping)
+    g, curvature = conjugate_gradient_checked(matvec, g_query, cg_steps, stacked=True)
+    grads = {**zeros_like(frozen), **zeros_like(rule_params), **g}
+    weights = task_weights(curvature, indefinite_policy(stacked.options))
+    mean = {n: torch.tensordot(weights, grads[n], dims=1) for n in meta}
+    return mean, losses, {"curvature": curvature}
 
 
 def accuracy_curves(learner: Learner, meta: Params, episode: Episode, steps: int) -> Tensor:

@@ -14,8 +14,10 @@ from mamlviz.algorithms import make_learner
 from mamlviz.core import stacked
 from mamlviz.core.episode import Episode, Examples
 from mamlviz.core.functional import call
-from mamlviz.core.outer import meta_gradient
+from mamlviz.core.learner import Learner
+from mamlviz.core.outer import meta_gradient, task_gradients
 from mamlviz.core.rules import RULE_PREFIX
+from mamlviz.errors import IndefiniteError, IndefiniteWarning
 from mamlviz.models import MLP
 from mamlviz.models.convnet import BatchStatNorm, ConvNet, batch_stat_norm, omniglot_convnet
 from mamlviz.models.noise import NOISE_PREFIX
@@ -94,7 +96,7 @@ def generic(meta: dict) -> dict:
     }
 
 
-ALGORITHMS = ["maml", "fomaml", "reptile", "metasgd", "metacurv", "anil", "metadropout"]
+ALGORITHMS = ["maml", "fomaml", "reptile", "metasgd", "metacurv", "anil", "metadropout", "imaml"]
 
 
 @pytest.mark.parametrize("pool", [False, True])
@@ -107,6 +109,8 @@ def test_stacked_equals_loop(pool: bool, algorithm: str, inner_steps: int) -> No
     the noise net's path through the support forward is then compared exactly.
     """
     options = {"noise": "mean", "samples": 2} if algorithm == "metadropout" else {}
+    if algorithm == "imaml":  # 3 CG steps: a converged solve would hide a wrong step size;
+        options = {"cg_steps": 3, "damping": 4.0}  # damped: these tasks' systems are definite
     learner = make_learner(
         algorithm,
         small_net(pool),
@@ -121,6 +125,55 @@ def test_stacked_equals_loop(pool: bool, algorithm: str, inner_steps: int) -> No
     got, got_losses = stacked.meta_gradient(learner, meta, ep)
     assert rel_err(got, want) < 1e-11
     torch.testing.assert_close(got_losses, want_losses, rtol=1e-12, atol=1e-12)
+
+
+PATHS = {
+    "loop": lambda learner, meta, ep: meta_gradient(learner, meta, ep, batched=False),
+    "stacked": stacked.meta_gradient,
+}
+
+
+def imaml_learner(damping: float, **options: str) -> Learner:
+    """A pooled net, inner_lr 0.4: undamped and damped by 4 its implicit systems on
+    :func:`episode` are indefinite, damped by 10 definite."""
+    return make_learner(
+        "imaml", small_net(True), "cross_entropy", inner_lr=0.4, inner_steps=2, damping=damping,
+        **options,
+    )  # fmt: skip
+
+
+def test_stacked_imaml_refuses_the_meta_batches_the_loop_refuses() -> None:
+    """The stacked CG sees each task's own curvature, so both paths refuse the same meta-batches
+    with the same task count and smallest curvature; damped by 10, neither refuses."""
+    for damping, refused in ((0.0, True), (4.0, True), (10.0, False)):
+        learner = imaml_learner(damping)
+        meta, ep = generic(learner.init_meta()), episode()
+        errors = []
+        for path in PATHS.values():
+            try:
+                path(learner, meta, ep)
+            except IndefiniteError as err:
+                errors.append((err.tasks, err.total, round(err.curvature, 9)))
+        assert len(errors) == (2 if refused else 0)
+        assert errors[:1] * len(errors) == errors
+
+
+def test_imaml_skip_averages_over_the_definite_tasks_only() -> None:
+    """``indefinite=skip``: the meta-gradient is the mean of the definite tasks' implicit
+    gradients (from the per-task loop's own per-task results), on both paths, with a warning
+    that counts the skipped tasks; a refused meta-batch under ``refuse`` is the same batch."""
+    learner = imaml_learner(4.0, indefinite="skip")
+    meta, ep = generic(learner.init_meta()), episode()
+    per_task, _, diagnostics = task_gradients(learner, meta, ep, batched=False)
+    keep = diagnostics["curvature"] > 0
+    assert 0 < int(keep.sum()) < TASKS  # some tasks skipped, not all
+    want = {n: g[keep].mean(0) for n, g in per_task.items()}
+    for path in PATHS.values():
+        with pytest.warns(IndefiniteWarning, match=f"skipped {TASKS - int(keep.sum())} of 3"):
+            got, _ = path(learner, meta, ep)
+        assert rel_err(got, want) < 1e-11
+    with pytest.raises(ValueError, match="indefinite must be one of"):
+        imaml_learner(4.0, indefinite="ignore")
 
 
 def test_vmap_equals_loop() -> None:
