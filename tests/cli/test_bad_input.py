@@ -57,6 +57,12 @@ TRAIN = [
         2,
     ),
     ("noise", ["--algorithm", "metadropout", "--option", "noise=loud"], r"noise must be", 2),
+    (
+        "indefinite",
+        ["--algorithm", "imaml", "--option", "indefinite=ignore"],
+        r"indefinite must be one of \('refuse', 'skip'\)",
+        2,
+    ),
     ("samples", ["--algorithm", "metadropout", "--option", "samples=0"], r"samples must be", 2),
     ("lam-zero", ["--algorithm", "imaml", "--option", "lam=0"], r"lam must be in \(0", 2),
     ("cg-steps", ["--algorithm", "imaml", "--option", "cg_steps=0"], r"cg_steps must be", 2),
@@ -144,6 +150,30 @@ def test_train_bad_input(key, args, message, code, tmp_path, capsys) -> None:
     if key == "inner-lr-huge":
         out = None  # the error comes from training itself: nothing finite was ever saved
     check(f"train {key}", got, err, code, message, out)
+
+
+def test_our_warnings_are_one_line(capsys) -> None:
+    """An iMAML meta-batch with skipped tasks warns as ``mamlviz train: warning: ...``, one line;
+    other warnings keep Python's own format."""
+    import warnings
+
+    from mamlviz.cli import _one_line
+    from mamlviz.errors import IndefiniteWarning
+
+    others: list = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _one_line("mamlviz train", lambda *a: others.append(a))
+        warnings.warn(IndefiniteWarning(1, 32, -0.25), stacklevel=1)
+        warnings.warn("something else", UserWarning, stacklevel=1)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0] == (
+        "mamlviz train: warning: implicit gradient: skipped 1 of 32 tasks whose (1 + damping) I"
+        " + H / lam is not positive definite (smallest curvature seen -0.25 <= 0); the"
+        " meta-gradient is the mean over the other tasks"
+    )
+    assert [(str(a[0]), a[1]) for a in others] == [("something else", UserWarning)]
 
 
 @pytest.mark.parametrize(("key", "args", "message", "code"), EVALUATE, ids=[c[0] for c in EVALUATE])
