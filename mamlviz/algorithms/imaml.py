@@ -17,6 +17,12 @@ at a fresh init (``--fresh sinusoid``, 25 tasks, one inner step) with lambda 2 o
 tasks at damping 0 and still 8 at damping 8, with lambda 10 on 16 / 6 / 0 at damping 0 / 1 / 2.
 So the sinusoid problem trains iMAML with lambda 10 and damping 2
 (``mamlviz/training/problems.py``).
+
+Option ``indefinite=skip`` keeps training through such meta-batches: the indefinite tasks are
+left out of the meta-gradient's mean, with a one-line warning (a batch with no definite task is
+still refused). On Omniglot the conv net runs on the stacked path
+(:mod:`mamlviz.core.stacked`): the 16 proximal steps and the T conjugate-gradient solves of a
+meta-batch run side by side, tested equal to the per-task loop.
 """
 
 from __future__ import annotations
