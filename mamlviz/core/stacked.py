@@ -45,6 +45,7 @@ from mamlviz.core.learner import Learner, zeros_like
 from mamlviz.core.metagrad import reptile, unrolled
 
 STRATEGIES = (unrolled, reptile, implicit)
+Diagnostics = dict[str, Tensor]  # per-task values a strategy reports (iMAML: "curvature")
 
 
 class Stackable(Protocol):
@@ -134,8 +135,8 @@ def meta_gradient(learner: Learner, meta: Params, episode: Episode) -> tuple[Par
     forward/backward. Unrolled (MAML, FOMAML, Meta-SGD): the query loss after ``adapt`` is
     differentiated w.r.t. theta, through the expansion. Reptile: theta - phi per task, averaged.
     iMAML: the proximal inner loop on every task at once, then T conjugate-gradient solves
-    side by side (the stacked support Hessian is block diagonal); a meta-batch on which a
-    system is not positive definite is refused, as by ``outer.meta_gradient``.
+    side by side (the stacked support Hessian is block diagonal); a task whose system is not
+    positive definite is refused or skipped, as by ``outer.meta_gradient``.
     A learner made with ``compile=True`` runs it through torch.compile (inductor fuses the
     batch-norm and ReLU backward passes that dominate here: ``bench --suite omniglot``).
     """
@@ -150,9 +151,6 @@ def meta_gradient(learner: Learner, meta: Params, episode: Episode) -> tuple[Par
         grads, losses, diagnostics = _meta_gradient(learner, meta, episode)
     refuse_indefinite(diagnostics, indefinite_policy(learner.options))
     return grads, losses
-
-
-Diagnostics = dict[str, Tensor]
 
 
 def _meta_gradient(

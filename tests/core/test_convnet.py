@@ -226,8 +226,9 @@ def test_errors() -> None:
         stacked.meta_gradient(learner, learner.init_meta(), episode())
 
 
-@pytest.mark.parametrize("algorithm", ["maml", "reptile"])
+@pytest.mark.parametrize("algorithm", ["maml", "reptile", "imaml"])
 def test_stacked_accuracy_curves_equal_the_vmap_evaluation(algorithm: str) -> None:
+    """iMAML too: its evaluation adapts on the proximal objective, stacked or not."""
     from mamlviz.training.evaluate import metric_curves
 
     options = {"inner_optimizer": "adam", "inner_batch": 3} if algorithm == "reptile" else {}
