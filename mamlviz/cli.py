@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from mamlviz.errors import IndefiniteWarning, Interrupted, MamlvizError, check_range
+from mamlviz.memory import reuse_freed_memory
 
 TRAIN_FIELDS = (
     "inner_lr",
@@ -389,7 +390,8 @@ EPILOGS = {
   python -m mamlviz export runs/maml.pt --out mamlviz/checkpoints/sinusoid-maml.pt""",
     "bench": """examples:
   python -m mamlviz bench --suite sinusoid --json
-  python -m mamlviz bench --suite imaml""",
+  python -m mamlviz bench --suite imaml
+  MAMLVIZ_MALLOC=default python -m mamlviz bench --suite omniglot   # malloc's own behaviour""",
     "mer": """examples:
   python -m mamlviz mer --method mer --seed 0              # one row of bench --suite continual
   python -m mamlviz mer --method replay --lr 0.02 --json
@@ -427,7 +429,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m mamlviz",
         description=__doc__.split("\n")[0],
-        epilog="add --debug to any command to see a traceback instead of the one-line error",
+        epilog="add --debug to any command to see a traceback instead of the one-line error;\n"
+        "MAMLVIZ_MALLOC=default keeps malloc's own handling of freed memory (mamlviz.memory)",
+        formatter_class=raw,
     )
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -651,6 +655,17 @@ def _attach_negative_values(argv: list[str]) -> list[str]:
 
 def _out_of_memory(err: BaseException) -> bool:
     return isinstance(err, MemoryError) or "can't allocate memory" in str(err)
+
+
+def process_main() -> int:
+    """``python -m mamlviz`` and the ``mamlviz`` script: :func:`main` in a process of its own,
+    whose large freed blocks are kept for reuse (:mod:`mamlviz.memory`)."""
+    try:
+        reuse_freed_memory()
+    except ValueError as err:  # a bad MAMLVIZ_MALLOC: what is allowed, no traceback
+        print(f"mamlviz: error: {err}", file=sys.stderr)
+        return 2
+    return main()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,14 @@ torch.compile with an empty kernel cache, its first call reported as ``compile_s
 Inputs are random images of the right shape: the time of a conv net does not depend on the
 pixel values, and the suite then runs without the dataset. Reported: the median of the timed
 iterations after one warm-up, with ``threads`` torch threads (2 by default: the bar is
-"at least 2x faster than the loop at 15 query on 2 cores").
+"at least 2x faster than the loop at 15 query on 2 cores"). The three paths take turns, one
+iteration each per round, so a slow spell of a shared machine falls on all of them alike
+instead of on whichever path it happened to be timing.
+
+Each row also gives the median minor page faults per iteration (``*_faults``) and the JSON
+the allocator setting (``malloc``): run as ``python -m mamlviz bench``, large freed blocks are
+kept for reuse (:mod:`mamlviz.memory`), so no path pays for faulting its activations in afresh
+each iteration; ``MAMLVIZ_MALLOC=default`` measures malloc's own behaviour.
 
 The API latency is that of :mod:`mamlviz.course.omniglot` after the process is warm (load the
 checkpoint, sample a meta-test task, 3 inner steps, predict); the first ``torch.func`` call of a
@@ -27,6 +34,7 @@ from typing import Any
 
 import torch
 
+from mamlviz import memory
 from mamlviz.algorithms import make_learner
 from mamlviz.cache import inductor_cache
 from mamlviz.core import stacked
@@ -56,14 +64,38 @@ def median_ms(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
     CPU time is reported too because on a shared machine the wall time also counts the time
     other processes hold the cores; CPU time does not.
     """
-    fn()  # warm-up: lazy initialisation, allocator
-    wall, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
+    timing = interleaved({"fn": fn}, repeats)["fn"]
+    return timing["ms"], timing["cpu_ms"]
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict[str, float]]:
+    """Each function's median wall ms, CPU ms and minor page faults per call, timed in turns.
+
+    One warm-up call each (lazy initialisation, allocator), then ``repeats`` rounds of one
+    call of every function.
+    """
+    for fn in fns.values():
         fn()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return 1000 * statistics.median(wall), 1000 * statistics.median(cpu)
+    samples: dict[str, list[tuple[float, float, int]]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start, cpu, faults = time.perf_counter(), time.process_time(), memory.minor_faults()
+            fn()
+            samples[name].append(
+                (
+                    time.perf_counter() - start,
+                    time.process_time() - cpu,
+                    memory.minor_faults() - faults,
+                )
+            )
+    return {
+        name: {
+            "ms": 1000 * statistics.median(s[0] for s in runs),
+            "cpu_ms": 1000 * statistics.median(s[1] for s in runs),
+            "faults": int(statistics.median(s[2] for s in runs)),
+        }
+        for name, runs in samples.items()
+    }
 
 
 def api_latency(repeats: int) -> dict[str, Any]:
@@ -107,9 +139,9 @@ def api_latency(repeats: int) -> dict[str, Any]:
 
 
 def run(quick: bool = False, threads: int = 2) -> dict[str, Any]:
-    """The suite; ``quick`` times 1 iteration per path instead of 3."""
+    """The suite; ``quick`` times 1 iteration per path instead of 5."""
     torch.set_num_threads(threads)
-    repeats = 1 if quick else 3
+    repeats = 1 if quick else 5
     make = lambda compile: make_learner(
         "maml", omniglot_convnet(WORKLOAD["ways"]), "cross_entropy",
         inner_lr=WORKLOAD["inner_lr"], inner_steps=WORKLOAD["inner_steps"], compile=compile,
@@ -120,30 +152,33 @@ def run(quick: bool = False, threads: int = 2) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as cold, inductor_cache(cold):
         for query_shots in (1, 15):
             episode = random_episode(query_shots)
-            loop, loop_cpu = median_ms(
-                lambda ep=episode: meta_gradient(learner, meta, ep, batched=False), repeats
-            )
-            fast, fast_cpu = median_ms(
-                lambda ep=episode: stacked.meta_gradient(learner, meta, ep), repeats
-            )
             started = time.perf_counter()
             stacked.meta_gradient(compiled, meta, episode)  # compiles for this shape
             compile_s = time.perf_counter() - started
-            comp, comp_cpu = median_ms(
-                lambda ep=episode: stacked.meta_gradient(compiled, meta, ep), repeats
+            t = interleaved(
+                {
+                    "loop": lambda ep=episode: meta_gradient(learner, meta, ep, batched=False),
+                    "stacked": lambda ep=episode: stacked.meta_gradient(learner, meta, ep),
+                    "compiled": lambda ep=episode: stacked.meta_gradient(compiled, meta, ep),
+                },
+                repeats,
             )
+            loop, fast, comp = t["loop"]["ms"], t["stacked"]["ms"], t["compiled"]["ms"]
             rows.append(
                 {
                     "query_shots": query_shots,
                     "loop_ms": round(loop, 1),
                     "stacked_ms": round(fast, 1),
                     "speedup": round(loop / fast, 2),
-                    "loop_cpu_ms": round(loop_cpu, 1),
-                    "stacked_cpu_ms": round(fast_cpu, 1),
+                    "loop_cpu_ms": round(t["loop"]["cpu_ms"], 1),
+                    "stacked_cpu_ms": round(t["stacked"]["cpu_ms"], 1),
                     "compiled_ms": round(comp, 1),
-                    "compiled_cpu_ms": round(comp_cpu, 1),
+                    "compiled_cpu_ms": round(t["compiled"]["cpu_ms"], 1),
                     "compiled_speedup": round(loop / comp, 2),
                     "compile_s": round(compile_s, 1),
+                    "loop_faults": t["loop"]["faults"],
+                    "stacked_faults": t["stacked"]["faults"],
+                    "compiled_faults": t["compiled"]["faults"],
                     "compiled": compiled.compiled["stacked"].state == "compiled",
                 }
             )
@@ -151,10 +186,14 @@ def run(quick: bool = False, threads: int = 2) -> dict[str, Any]:
         "suite": "omniglot",
         "workload": {**WORKLOAD, "order": "second", "dtype": "float32"},
         "threads": threads,
+        "malloc": memory.state,
         "rows": rows,
         **api_latency(repeats=2 if quick else 5),
     }
-    lines = [f"Omniglot 5w1s MAML meta-gradient, meta-batch 32, {threads} threads (ms/iteration)"]
+    lines = [
+        f"Omniglot 5w1s MAML meta-gradient, meta-batch 32, {threads} threads (ms/iteration;"
+        f" malloc: {memory.state})"
+    ]
     lines += [
         "  query/class      loop   stacked   speedup  compiled   speedup  compile s"
         "   (CPU ms: loop, stacked, compiled)"
