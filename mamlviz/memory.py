@@ -4,9 +4,10 @@ glibc's malloc serves a request above its mmap threshold (32 MiB at most) with a
 and unmaps it again on free. The stacked Omniglot meta-iteration allocates activations of up to
 120 MB (layer 1 at 15 query images per class: 2,400 images x 64 x 14 x 14 floats), so every
 iteration maps those blocks anew and the kernel page-faults and zero-fills them on first touch:
-about 58,800 minor faults per compiled iteration and 195,000 per eager one (``bench --suite
-omniglot --json``, ``minor_faults``). The per-task loop's tensors (under 4 MB) are recycled by
-malloc and fault nothing, so without this only the stacked path pays.
+about 73,000 minor faults per compiled iteration and 237,000 per eager one
+(``MAMLVIZ_MALLOC=default python -m mamlviz bench --suite omniglot --json``, ``*_faults``; none
+with this setting). The per-task loop's tensors (under 4 MB) are recycled by malloc and fault
+nothing, so without this only the stacked path pays.
 
 :func:`reuse_freed_memory` calls ``mallopt(M_MMAP_MAX, 0)``, which serves large blocks from
 the heap as well, and ``mallopt(M_TRIM_THRESHOLD, 2 GiB)``, which keeps freed memory for reuse
