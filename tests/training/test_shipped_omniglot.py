@@ -174,12 +174,19 @@ def test_a_same_budget_row_compares_with_its_twin_as_the_readme_says(name: str) 
         assert getattr(a, field) == getattr(b, field), field
     assert (a.init, a.seed) == (b.init, b.seed)
     assert row.evaluation.settings() == twin.evaluation.settings()
-    diff = (row.evaluation.per_task[:, -1] - twin.evaluation.per_task[:, -1]).double()
-    half_width = 1.96 * float(diff.std()) / len(diff) ** 0.5
+    diff = row.evaluation.per_task[:, -1] - twin.evaluation.per_task[:, -1]
+    assert_paired_verdict(diff, verdict, name)
+
+
+def assert_paired_verdict(diff: torch.Tensor, verdict: str, label: object) -> None:
+    """The paired 95% interval of ``diff`` (per-episode accuracy differences) excludes 0 from
+    below ("below") or contains 0 ("level"), as the README says."""
+    diff = diff.double()
+    mean, half_width = float(diff.mean()), 1.96 * float(diff.std()) / len(diff) ** 0.5
     if verdict == "below":
-        assert float(diff.mean()) + half_width < 0, (name, float(diff.mean()), half_width)
+        assert mean + half_width < 0, (label, mean, half_width)
     else:
-        assert abs(float(diff.mean())) < half_width, (name, float(diff.mean()), half_width)
+        assert abs(mean) < half_width, (label, mean, half_width)
 
 
 def test_the_imaml_row_against_its_start_under_its_own_inner_loop() -> None:
@@ -194,9 +201,4 @@ def test_the_imaml_row_against_its_start_under_its_own_inner_loop() -> None:
     fresh = evaluate_checkpoint(dataclasses.replace(row, meta=start.meta), tasks=SUBSET)
     stored = row.evaluation.per_task[:SUBSET]
     for k, verdict in ((1, "below"), (16, "level")):
-        diff = (stored[:, k] - fresh.per_task[:, k]).double()
-        half_width = 1.96 * float(diff.std()) / len(diff) ** 0.5
-        if verdict == "below":
-            assert float(diff.mean()) + half_width < 0, (k, float(diff.mean()), half_width)
-        else:
-            assert abs(float(diff.mean())) < half_width, (k, float(diff.mean()), half_width)
+        assert_paired_verdict(stored[:, k] - fresh.per_task[:, k], verdict, k)
